@@ -1,0 +1,95 @@
+#include "wait_timer.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <mutex>
+
+namespace locker {
+
+namespace {
+
+// After the deadline the timer keeps firing at this period until disarmed,
+// which bounds the cost of the race in which the first expiry is handled just
+// before the blocking system call starts.
+constexpr long kRefireNanos = 1000000L;  // 1 ms
+
+void IgnoreTimerSignal(int) {}
+
+// Process-wide: the timer signal's handler is installed while at least one
+// thread waits, and the disposition found before is restored by the last.
+std::mutex g_handler_mutex;
+int g_handler_users = 0;
+struct sigaction g_saved_action;
+
+int AcquireHandler() {
+  std::lock_guard<std::mutex> hold(g_handler_mutex);
+  if (g_handler_users == 0) {
+    struct sigaction action {};
+    action.sa_handler = IgnoreTimerSignal;
+    sigemptyset(&action.sa_mask);
+    action.sa_flags = 0;  // no SA_RESTART: the blocking call must see EINTR
+    if (::sigaction(TimerSignal(), &action, &g_saved_action) != 0) return errno;
+  }
+  ++g_handler_users;
+  return 0;
+}
+
+void ReleaseHandler() {
+  std::lock_guard<std::mutex> hold(g_handler_mutex);
+  if (--g_handler_users == 0) ::sigaction(TimerSignal(), &g_saved_action, nullptr);
+}
+
+}  // namespace
+
+int TimerSignal() { return SIGRTMIN + 5; }
+
+Status ThreadWaitTimer::Arm(const Deadline& deadline) {
+  int err = AcquireHandler();
+  if (err != 0) return Status::Error(err);
+  handler_held_ = true;
+
+  sigset_t set, old;
+  sigemptyset(&set);
+  sigaddset(&set, TimerSignal());
+  err = ::pthread_sigmask(SIG_UNBLOCK, &set, &old);
+  if (err != 0) return Status::Error(err);
+  unblocked_ = sigismember(&old, TimerSignal()) == 1;
+
+  sigevent event{};
+  event.sigev_notify = SIGEV_THREAD_ID;
+  event.sigev_signo = TimerSignal();
+#ifdef sigev_notify_thread_id
+  event.sigev_notify_thread_id = static_cast<pid_t>(::syscall(SYS_gettid));
+#else
+  event._sigev_un._tid = static_cast<pid_t>(::syscall(SYS_gettid));
+#endif
+  if (::timer_create(CLOCK_MONOTONIC, &event, &timer_) != 0) return Status::Error(errno);
+  timer_created_ = true;
+
+  itimerspec spec{};
+  spec.it_value = deadline.when();
+  spec.it_interval.tv_nsec = kRefireNanos;
+  if (::timer_settime(timer_, TIMER_ABSTIME, &spec, nullptr) != 0) return Status::Error(errno);
+  return Status::Ok();
+}
+
+ThreadWaitTimer::~ThreadWaitTimer() {
+  const int saved_errno = errno;
+  // Deleting the timer first means no further signal can be generated; one
+  // already generated was delivered to the no-op handler on the way back
+  // from the kernel, because the signal is unblocked in this thread.
+  if (timer_created_) ::timer_delete(timer_);
+  if (unblocked_) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, TimerSignal());
+    ::pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  }
+  if (handler_held_) ReleaseHandler();
+  errno = saved_errno;
+}
+
+}  // namespace locker

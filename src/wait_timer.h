@@ -1,0 +1,82 @@
+// Bounded blocking waits without polling.
+//
+// A lock call that may block is bounded by a Deadline as follows: one
+// non-blocking attempt first (no timer at all when the lock is free); if the
+// lock is busy, a POSIX timer aimed at the calling thread (SIGEV_THREAD_ID)
+// is armed for the absolute deadline and the blocking system call is made.
+// When the timer fires, its signal interrupts the call with EINTR and the wait
+// ends with ETIMEDOUT. The timer re-fires every kRefireNanos after the
+// deadline, so a signal that lands in the instant before the blocking call
+// starts cannot leave the thread blocked: the next one interrupts it.
+//
+// The timer signal (TimerSignal()) gets a no-op handler only while at least
+// one thread of the process is in such a wait; the previous disposition and
+// the thread's signal mask are restored afterwards, so the caller's alarm(),
+// SIGALRM handler and every other disposition stay as they were.
+#ifndef FILE_LOCKER_SRC_WAIT_TIMER_H_
+#define FILE_LOCKER_SRC_WAIT_TIMER_H_
+
+#include <errno.h>
+#include <time.h>
+
+#include "deadline.h"
+#include "status.h"
+
+namespace locker {
+
+// The real-time signal borrowed for timed waits (SIGRTMIN + 5).
+int TimerSignal();
+
+// Arms a thread-directed timer for one blocking call. Scoped: the destructor
+// disarms it and puts the signal disposition and mask back. One instance
+// belongs to the thread that created it; distinct threads may each hold one.
+class ThreadWaitTimer final {
+ public:
+  ThreadWaitTimer() = default;
+  ThreadWaitTimer(const ThreadWaitTimer&) = delete;
+  ThreadWaitTimer& operator=(const ThreadWaitTimer&) = delete;
+  ~ThreadWaitTimer();
+
+  // Starts the timer for deadline (requires !deadline.is_never()). Does not
+  // block. Fails with the errno of timer_create/timer_settime/sigaction.
+  Status Arm(const Deadline& deadline);
+
+ private:
+  bool handler_held_ = false;
+  bool unblocked_ = false;
+  bool timer_created_ = false;
+  timer_t timer_{};
+};
+
+// Runs attempt(blocking) -- which returns 0 when the lock was granted or an
+// errno value, with every "busy" outcome reported as EWOULDBLOCK -- until it
+// succeeds, fails, or the deadline passes.
+//
+// Returns Ok; EWOULDBLOCK when the deadline is immediate (one non-blocking
+// try) and the lock is busy; ETIMEDOUT when a positive deadline passed;
+// EINTR when a signal other than the timer's interrupted the wait (the caller
+// runs its handlers and calls again with the same deadline); or the errno of
+// a hard failure. With Deadline::Never() it makes one blocking attempt.
+template <typename Attempt>
+Status LockBefore(const Deadline& deadline, Attempt&& attempt) {
+  if (deadline.is_never()) {
+    const int err = attempt(true);
+    return err == 0 ? Status::Ok() : Status::Error(err);
+  }
+  int err = attempt(false);
+  if (err != EWOULDBLOCK) return err == 0 ? Status::Ok() : Status::Error(err);
+  if (deadline.is_immediate()) return Status::Error(EWOULDBLOCK);
+  if (deadline.Expired()) return Status::Error(ETIMEDOUT);
+
+  ThreadWaitTimer timer;
+  const Status armed = timer.Arm(deadline);
+  if (!armed.ok()) return armed;
+  err = attempt(true);
+  if (err == 0) return Status::Ok();
+  if (err == EINTR && deadline.Expired()) return Status::Error(ETIMEDOUT);
+  return Status::Error(err);
+}
+
+}  // namespace locker
+
+#endif  // FILE_LOCKER_SRC_WAIT_TIMER_H_
