@@ -8,11 +8,15 @@
  * returns. */
 
 #include "deadline.h"
+#include "file_lock.h"
 #include "flock_lock.h"
 #include "status.h"
 
 #include <errno.h>
 #include <math.h>
+
+#include <memory>
+#include <string>
 
 #define PERL_NO_GET_CONTEXT
 extern "C" {
@@ -167,6 +171,257 @@ dispatch_signals(pTHX)
     RESTORE_ERRNO;
 }
 
+/* ---- guards ---------------------------------------------------------- */
+
+const char kGuardClass[] = "File::Locker::Guard";
+
+/* What a File::Locker::Guard object points to. The Perl object owns it. */
+struct Guard final {
+    locker::FileLock lock;
+    PerlInterpreter *owner = nullptr; /* the interpreter (ithread) that locked */
+    SV *handle = nullptr;             /* counted: user's handle, or fh()'s dup */
+    bool borrowed = false;            /* locked through the user's handle */
+};
+
+/* Croaks "FUNC: MESSAGE" with the calling function named. */
+#define lk_croak(func, ...) Perl_croak(aTHX_ func ": " __VA_ARGS__)
+
+/* The descriptor of a Perl handle (glob, glob ref, IO ref), or -1 with
+ * errno EBADF when it has no open descriptor. */
+int
+handle_fd(pTHX_ SV *handle, PerlIO **fpp)
+{
+    SV *target = SvROK(handle) ? SvRV(handle) : handle;
+    IO *io = NULL;
+    if (isGV_with_GP(target))
+        io = GvIO((GV *)target);
+    else if (SvTYPE(target) == SVt_PVIO)
+        io = (IO *)target;
+    PerlIO *const fp = io ? IoIFP(io) : NULL;
+    const int fd = fp ? PerlIO_fileno(fp) : -1;
+    *fpp = fp;
+    if (fd < 0)
+        errno = EBADF;
+    return fd;
+}
+
+/* True for a glob, a glob reference or an IO reference. */
+bool
+is_handle(pTHX_ SV *sv)
+{
+    if (isGV_with_GP(sv))
+        return true;
+    if (!SvROK(sv))
+        return false;
+    SV *const target = SvRV(sv);
+    return isGV_with_GP(target) || SvTYPE(target) == SVt_PVIO;
+}
+
+/* MODE for lock_file / lock_range: LOCK_SH or LOCK_EX, optionally LOCK_NB. */
+int
+lock_mode(pTHX_ SV *sv, const char *func)
+{
+    if (SvGETMAGIC(sv), !SvOK(sv) || !looks_like_number(sv))
+        Perl_croak(aTHX_ "%s: MODE must be LOCK_SH or LOCK_EX, optionally | LOCK_NB", func);
+    const IV mode = SvIV_nomg(sv);
+    const IV base = mode & ~(IV)LOCK_NB;
+    if (base != LOCK_SH && base != LOCK_EX)
+        Perl_croak(aTHX_ "%s: MODE must be LOCK_SH or LOCK_EX, optionally | LOCK_NB", func);
+    return (int)mode;
+}
+
+/* A timeout option: undef -> unbounded; otherwise a non-negative number. */
+locker::Deadline
+timeout_option(pTHX_ SV *sv, const char *func)
+{
+    SvGETMAGIC(sv);
+    if (!SvOK(sv))
+        return locker::Deadline::Never();
+    const NV seconds = looks_like_number(sv) ? SvNV_nomg(sv) : -1;
+    if (Perl_isnan(seconds) || seconds < 0)
+        Perl_croak(aTHX_ "%s: timeout must be a non-negative number of seconds", func);
+    return locker::Deadline::After((double)seconds);
+}
+
+struct LockOptions {
+    locker::Deadline deadline = locker::Deadline::Never();
+    locker::PathOptions path;
+    bool path_only_given = false;
+};
+
+/* Parses %options of lock_file / lock_range from ST(first) on. */
+void
+lock_options(pTHX_ SV **args, I32 count, const char *func, LockOptions *out)
+{
+    if (count % 2)
+        Perl_croak(aTHX_ "%s: odd number of option arguments", func);
+    for (I32 i = 0; i < count; i += 2) {
+        STRLEN len;
+        const char *key = SvPV_const(args[i], len);
+        SV *const value = args[i + 1];
+        const std::string name(key, len);
+        if (name == "timeout") {
+            out->deadline = timeout_option(aTHX_ value, func);
+            continue;
+        }
+        out->path_only_given = true;
+        if (name == "create")
+            out->path.create = SvTRUE(value);
+        else if (name == "follow_symlinks")
+            out->path.follow_symlinks = SvTRUE(value);
+        else if (name == "unlink")
+            out->path.unlink = SvTRUE(value);
+        else if (name == "perms") {
+            const NV perms = looks_like_number(value) ? SvNV(value) : -1;
+            if (!(perms >= 0 && perms <= 07777) || perms != floor(perms))
+                Perl_croak(aTHX_ "%s: perms must be a file mode such as 0666", func);
+            out->path.perms = (mode_t)perms;
+        }
+        else
+            Perl_croak(aTHX_ "%s: unknown option '%" SVf "'", func, SVfARG(args[i]));
+    }
+}
+
+/* PATH argument: a defined, non-empty string without NUL bytes. */
+std::string
+path_argument(pTHX_ SV *sv, const char *func)
+{
+    SvGETMAGIC(sv);
+    if (!SvOK(sv))
+        Perl_croak(aTHX_ "%s: PATH or FH is undefined", func);
+    if (SvROK(sv))
+        Perl_croak(aTHX_ "%s: PATH or FH expected, not a %s reference", func,
+                   sv_reftype(SvRV(sv), 0));
+    STRLEN len;
+    const char *pv = SvPV_nomg_const(sv, len);
+    if (len == 0)
+        Perl_croak(aTHX_ "%s: PATH is empty", func);
+    if (memchr(pv, 0, len))
+        Perl_croak(aTHX_ "%s: PATH contains a NUL byte", func);
+    return std::string(pv, len);
+}
+
+/* The Guard behind a File::Locker::Guard object; croaks naming the method
+ * and the expected class for anything else. */
+Guard *
+guard_from(pTHX_ SV *self, const char *method)
+{
+    if (SvROK(self) && SvOBJECT(SvRV(self)) && sv_derived_from(self, kGuardClass)) {
+        Guard *guard = INT2PTR(Guard *, SvIV(SvRV(self)));
+        if (guard)
+            return guard;
+    }
+    Perl_croak(aTHX_ "%s::%s: invocant is not a %s object", kGuardClass, method, kGuardClass);
+    return NULL; /* not reached */
+}
+
+/* True in the process and interpreter (ithread) that took the lock. */
+bool
+guard_is_ours(pTHX_ const Guard *guard)
+{
+    return guard->owner == aTHX && guard->lock.InOwnerProcess();
+}
+
+void
+guard_require_owner(pTHX_ const Guard *guard, const char *method)
+{
+    if (!guard_is_ours(aTHX_ guard))
+        Perl_croak(aTHX_ "%s::%s: the lock belongs to another process or thread",
+                   kGuardClass, method);
+}
+
+/* Flushes the guard's Perl handle; true if the locked descriptor is still
+ * the one the handle has (for a borrowed lock). */
+bool
+guard_flush(pTHX_ Guard *guard)
+{
+    if (!guard->handle)
+        return true;
+    PerlIO *fp;
+    const int fd = handle_fd(aTHX_ guard->handle, &fp);
+    if (fp)
+        (void)PerlIO_flush(fp);
+    return !guard->borrowed || fd == guard->lock.fd();
+}
+
+/* Unlocks (owner) or lets go of this process's copy (anyone else). */
+void
+guard_release(pTHX_ Guard *guard)
+{
+    if (guard->lock.state() == locker::FileLock::State::kReleased)
+        return;
+    if (!guard_is_ours(aTHX_ guard)) {
+        /* Never touch the lock. Another thread shares our descriptors and a
+         * borrowed one is the user's: leave them. A forked child closes its
+         * own copy of a descriptor we opened. */
+        if (guard->owner != aTHX || guard->borrowed)
+            guard->lock.Forget();
+        else
+            guard->lock.Release();
+        return;
+    }
+    if (guard_flush(aTHX_ guard))
+        guard->lock.Release();
+    else
+        guard->lock.Forget(); /* the user closed or reopened the handle */
+}
+
+/* Wraps a heap Guard in a new mortal File::Locker::Guard object. */
+SV *
+new_guard_object(pTHX_ std::unique_ptr<Guard> guard)
+{
+    SV *const rv = sv_newmortal();
+    sv_setref_pv(rv, kGuardClass, (void *)guard.release());
+    return rv;
+}
+
+/* Takes a whole-file lock for lock_file: on PATH (opened here) or on the
+ * user's handle. Perl signal handlers run during the wait; the wait goes on
+ * until the lock or the deadline unless one dies. Returns a mortal guard or
+ * NULL with errno set. */
+SV *
+lock_whole_file(pTHX_ SV *target, int mode, const LockOptions &options)
+{
+    const char *const func = "lock_file";
+    const bool by_handle = is_handle(aTHX_ target);
+    if (by_handle && options.path_only_given)
+        Perl_croak(aTHX_ "%s: create, perms, follow_symlinks and unlink apply to a PATH only", func);
+
+    int fd = -1;
+    if (by_handle) {
+        PerlIO *fp;
+        fd = handle_fd(aTHX_ target, &fp);
+        if (fd < 0)
+            return NULL;
+        (void)PerlIO_flush(fp);
+    }
+    for (;;) {
+        int err;
+        {
+            /* Every C++ object with a destructor lives in this block and is
+             * gone before Perl signal handlers run (they may die). */
+            auto guard = std::make_unique<Guard>();
+            const locker::Status status =
+                by_handle ? guard->lock.AcquireDescriptor(fd, mode, options.deadline)
+                          : guard->lock.AcquirePath(path_argument(aTHX_ target, func), mode,
+                                                     options.path, options.deadline);
+            if (status.ok()) {
+                guard->owner = aTHX;
+                guard->borrowed = by_handle;
+                if (by_handle)
+                    guard->handle = SvROK(target) ? newSVsv(target) : newRV_inc(target);
+                return new_guard_object(aTHX_ std::move(guard));
+            }
+            err = status.err();
+            guard->lock.Forget(); /* nothing is held */
+        }
+        errno = err;
+        if (err != EINTR)
+            return NULL;
+        dispatch_signals(aTHX);
+    }
+}
+
 }  // namespace
 
 MODULE = File::Locker    PACKAGE = File::Locker
@@ -207,3 +462,165 @@ flock(fh, operation, timeout = NULL)
     }
   OUTPUT:
     RETVAL
+
+void
+lock_file(target, mode, ...)
+    SV *target
+    SV *mode
+  PPCODE:
+    const int lock = lock_mode(aTHX_ mode, "lock_file");
+    LockOptions options;
+    lock_options(aTHX_ &ST(2), items - 2, "lock_file", &options);
+    if (!is_handle(aTHX_ target))
+        (void)path_argument(aTHX_ target, "lock_file"); /* croak before locking */
+    SV *const guard = lock_whole_file(aTHX_ target, lock, options);
+    ST(0) = guard ? guard : &PL_sv_undef;
+    XSRETURN(1);
+
+MODULE = File::Locker    PACKAGE = File::Locker::Guard
+
+void
+release(self)
+    SV *self
+  PPCODE:
+    guard_release(aTHX_ guard_from(aTHX_ self, "release"));
+    XSRETURN_YES;
+
+void
+is_locked(self)
+    SV *self
+  PPCODE:
+    const Guard *guard = guard_from(aTHX_ self, "is_locked");
+    ST(0) = boolSV(guard->lock.held() && guard_is_ours(aTHX_ guard));
+    XSRETURN(1);
+
+void
+mode(self)
+    SV *self
+  PPCODE:
+    const Guard *guard = guard_from(aTHX_ self, "mode");
+    XSRETURN_IV(guard->lock.mode());
+
+void
+path(self)
+    SV *self
+  PPCODE:
+    const Guard *guard = guard_from(aTHX_ self, "path");
+    if (guard->borrowed)
+        XSRETURN_UNDEF;
+    const std::string &path = guard->lock.path();
+    ST(0) = sv_2mortal(newSVpvn(path.data(), path.size()));
+    XSRETURN(1);
+
+void
+offset(self)
+    SV *self
+  ALIAS:
+    length = 1
+  PPCODE:
+    PERL_UNUSED_VAR(ix);
+    (void)guard_from(aTHX_ self, ix ? "length" : "offset");
+    XSRETURN_UNDEF; /* whole-file lock */
+
+void
+upgrade(self, ...)
+    SV *self
+  PPCODE:
+    Guard *guard = guard_from(aTHX_ self, "upgrade");
+    locker::Deadline deadline = locker::Deadline::Never();
+    I32 first = 1;
+    if ((items - 1) % 2) { /* upgrade(LOCK_NB, ...) */
+        if (SvIV(ST(1)) != LOCK_NB)
+            Perl_croak(aTHX_ "%s::upgrade: the only flag allowed is LOCK_NB", kGuardClass);
+        deadline = locker::Deadline::Now();
+        first = 2;
+    }
+    for (I32 i = first; i < items; i += 2) {
+        STRLEN len;
+        const char *key = SvPV_const(ST(i), len);
+        if (len != 7 || memcmp(key, "timeout", 7) != 0)
+            Perl_croak(aTHX_ "%s::upgrade: unknown option '%" SVf "'", kGuardClass, SVfARG(ST(i)));
+        if (!deadline.is_immediate())
+            deadline = timeout_option(aTHX_ ST(i + 1), "File::Locker::Guard::upgrade");
+    }
+    guard_require_owner(aTHX_ guard, "upgrade");
+    if (guard->lock.state() == locker::FileLock::State::kReleased)
+        Perl_croak(aTHX_ "%s::upgrade: the guard was released", kGuardClass);
+    (void)guard_flush(aTHX_ guard);
+    for (;;) {
+        const locker::Status status = guard->lock.Upgrade(deadline);
+        if (status.ok())
+            XSRETURN_YES;
+        errno = status.err();
+        if (status.err() != EINTR)
+            XSRETURN_NO;
+        dispatch_signals(aTHX);
+    }
+
+void
+downgrade(self)
+    SV *self
+  PPCODE:
+    Guard *guard = guard_from(aTHX_ self, "downgrade");
+    guard_require_owner(aTHX_ guard, "downgrade");
+    if (guard->lock.state() == locker::FileLock::State::kReleased)
+        Perl_croak(aTHX_ "%s::downgrade: the guard was released", kGuardClass);
+    (void)guard_flush(aTHX_ guard);
+    for (;;) {
+        const locker::Status status = guard->lock.Downgrade();
+        if (status.ok())
+            XSRETURN_YES;
+        errno = status.err();
+        if (status.err() != EINTR)
+            XSRETURN_NO;
+        dispatch_signals(aTHX);
+    }
+
+void
+_handle(self)
+    SV *self
+  PPCODE:
+    const Guard *guard = guard_from(aTHX_ self, "fh");
+    ST(0) = guard->handle ? sv_2mortal(newSVsv(guard->handle)) : &PL_sv_undef;
+    XSRETURN(1);
+
+void
+_set_handle(self, handle)
+    SV *self
+    SV *handle
+  PPCODE:
+    Guard *guard = guard_from(aTHX_ self, "fh");
+    SV *const old = guard->handle;
+    guard->handle = newSVsv(handle);
+    SvREFCNT_dec(old);
+    XSRETURN_EMPTY;
+
+void
+_descriptor(self)
+    SV *self
+  PPCODE:
+    const Guard *guard = guard_from(aTHX_ self, "fh");
+    if (guard->lock.state() == locker::FileLock::State::kReleased)
+        XSRETURN_UNDEF;
+    EXTEND(SP, 2);
+    mPUSHi(guard->lock.fd());
+    PUSHs(boolSV(guard->lock.writable()));
+    XSRETURN(2);
+
+void
+DESTROY(self)
+    SV *self
+  PPCODE:
+    if (SvROK(self) && SvIOK(SvRV(self))) {
+        Guard *const guard = INT2PTR(Guard *, SvIVX(SvRV(self)));
+        if (guard) {
+            sv_setiv(SvRV(self), 0);
+            guard_release(aTHX_ guard);
+            SV *const handle = guard->handle;
+            {
+                std::unique_ptr<Guard> doomed(guard);
+            }
+            SvREFCNT_dec(handle);
+        }
+    }
+    XSRETURN_EMPTY;

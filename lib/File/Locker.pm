@@ -18,11 +18,29 @@ BEGIN {
 
 our @EXPORT      = ();
 our %EXPORT_TAGS = (flock => [qw(LOCK_SH LOCK_EX LOCK_UN LOCK_NB)]);
-our @EXPORT_OK   = (@{ $EXPORT_TAGS{flock} }, qw(flock));
+our @EXPORT_OK   = (@{ $EXPORT_TAGS{flock} }, qw(flock lock_file));
 $EXPORT_TAGS{all} = [@EXPORT_OK];
 
 require XSLoader;
 XSLoader::load('File::Locker', $VERSION);
+
+package File::Locker::Guard;
+
+# A new ithread gets no copy of a guard: the lock stays with the thread that
+# took it, and the new thread's DESTROY can never release it.
+sub CLONE_SKIP { 1 }
+
+# The locked handle, for I/O under the lock. A guard on a PATH makes one on
+# first use: a duplicate of the locked descriptor, so it shares the lock.
+sub fh {
+    my ($self) = @_;
+    my $fh = $self->_handle;
+    return $fh if $fh;
+    my ($fd, $writable) = $self->_descriptor or return;
+    open($fh, $writable ? '+<&' : '<&', $fd) or return;
+    $self->_set_handle($fh);
+    return $fh;
+}
 
 1;
 __END__

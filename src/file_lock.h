@@ -1,0 +1,110 @@
+// Whole-file flock(2) locks held by a guard, and lock files that are safe in
+// shared directories.
+//
+// A FileLock is owned by one thread at a time (thread-compatible, not
+// thread-safe). After fork() both processes hold a copy of the object; only
+// the process that took the lock may change it: in any other process
+// Release() merely closes that process's copy of an owned descriptor.
+#ifndef FILE_LOCKER_SRC_FILE_LOCK_H_
+#define FILE_LOCKER_SRC_FILE_LOCK_H_
+
+#include <sys/types.h>
+
+#include <string>
+
+#include "deadline.h"
+#include "status.h"
+#include "unique_fd.h"
+
+namespace locker {
+
+struct PathOptions {
+  bool create = true;            // O_CREAT
+  mode_t perms = 0666;           // creation mode, before umask
+  bool follow_symlinks = false;  // without it, a symlink at PATH is ELOOP
+  bool unlink = false;           // remove PATH at release (see Release)
+};
+
+// Opens `path` to be locked: O_CLOEXEC | O_NOFOLLOW (unless following
+// symlinks) | O_CREAT (if create), never O_TRUNC. Read-write where allowed,
+// read-only where not (EACCES, EPERM, EROFS, EISDIR, ETXTBSY), since flock(2)
+// needs no write access; directories open read-only. Does not block on
+// locks. On success *writable says which mode was used.
+Status OpenLockFile(const std::string& path, const PathOptions& options,
+                    UniqueFd* fd, bool* writable);
+
+class FileLock final {
+ public:
+  enum class State { kReleased, kHeld, kLost };
+
+  FileLock() = default;
+  FileLock(FileLock&&) = default;
+  FileLock& operator=(FileLock&&) = default;
+  // Releases as Release() does.
+  ~FileLock() { Release(); }
+
+  // Locks `fd`, a descriptor the caller owns and keeps open while the lock
+  // lives. mode is LOCK_SH or LOCK_EX, optionally | LOCK_NB. Blocks up to
+  // deadline; errors as locker::Flock (EINTR: run handlers, call again).
+  Status AcquireDescriptor(int fd, int mode, const Deadline& deadline);
+
+  // Opens PATH (OpenLockFile), locks it, then checks that PATH still names
+  // the locked inode; if another holder removed or replaced the file, drops
+  // the lock and starts over on the new file, all within deadline. On EINTR
+  // nothing is left open or locked.
+  Status AcquirePath(const std::string& path, int mode,
+                     const PathOptions& options, const Deadline& deadline);
+
+  // Unlocks and closes the owned descriptor; with options.unlink, first
+  // removes PATH if it still names the locked inode and no other process
+  // holds a lock on it (a shared lock is converted to exclusive without
+  // waiting to find out). In a process other than the one that took the
+  // lock, only closes this process's copy of an owned descriptor. A second
+  // call does nothing. Never blocks.
+  void Release();
+
+  // For a borrowed descriptor that the caller has closed or reused: forget
+  // it without touching it.
+  void Forget();
+
+  // Converts a shared lock to exclusive, waiting up to deadline. flock(2)
+  // drops the shared lock before it waits, so two holders upgrading at once
+  // cannot deadlock. If the wait fails (EWOULDBLOCK, ETIMEDOUT) the shared
+  // lock is taken back without waiting where possible: state() then says
+  // kHeld (shared) or kLost. On EINTR the lock is in state kLost until the
+  // caller calls again. From kLost, tries to take the exclusive lock anew.
+  Status Upgrade(const Deadline& deadline);
+
+  // Converts to shared (from kLost: takes a shared lock). Blocks only if a
+  // lost lock must be retaken. EINTR: call again.
+  Status Downgrade();
+
+  State state() const { return state_; }
+  bool held() const { return state_ == State::kHeld; }
+  int mode() const { return mode_; }  // LOCK_SH or LOCK_EX
+  int fd() const { return fd_; }
+  bool owns_fd() const { return owned_.valid(); }
+  bool writable() const { return writable_; }
+  const std::string& path() const { return path_; }
+  // True in the process that took the lock.
+  bool InOwnerProcess() const;
+
+ private:
+  Status Convert(int mode, const Deadline& deadline);
+  bool PathNamesLockedInode() const;
+
+  State state_ = State::kReleased;
+  int mode_ = 0;
+  int fd_ = -1;
+  UniqueFd owned_;  // the descriptor, when opened from a path
+  bool writable_ = false;
+  pid_t owner_pid_ = 0;
+  std::string path_;
+  PathOptions options_;
+  dev_t dev_ = 0;
+  ino_t ino_ = 0;
+};
+
+}  // namespace locker
+
+#endif  // FILE_LOCKER_SRC_FILE_LOCK_H_
