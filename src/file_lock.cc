@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "flock_lock.h"
+#include "process.h"
 
 namespace locker {
 
@@ -43,7 +44,7 @@ Status OpenLockFile(const std::string& path, const PathOptions& options,
   return Status::Ok();
 }
 
-bool FileLock::InOwnerProcess() const { return owner_pid_ == ::getpid(); }
+bool FileLock::InOwnerProcess() const { return owner_pid_ == CurrentPid(); }
 
 Status FileLock::AcquireDescriptor(int fd, int mode, const Deadline& deadline) {
   Release();
@@ -51,7 +52,7 @@ Status FileLock::AcquireDescriptor(int fd, int mode, const Deadline& deadline) {
   if (!status.ok()) return status;
   fd_ = fd;
   mode_ = mode & ~LOCK_NB;
-  owner_pid_ = ::getpid();
+  owner_pid_ = CurrentPid();
   state_ = State::kHeld;
   return status;
 }
@@ -75,7 +76,7 @@ Status FileLock::AcquirePath(const std::string& path, int mode,
       owned_ = std::move(fd);
       writable_ = writable;
       mode_ = mode & ~LOCK_NB;
-      owner_pid_ = ::getpid();
+      owner_pid_ = CurrentPid();
       path_ = path;
       options_ = options;
       dev_ = st.st_dev;

@@ -25,6 +25,13 @@ extern "C" {
 #include "XSUB.h"
 }
 
+/* Per-interpreter cache: the guard class's stash, looked up once. */
+#define MY_CXT_KEY "File::Locker::_guts" XS_VERSION
+typedef struct {
+    HV *guard_stash;
+} my_cxt_t;
+START_MY_CXT
+
 namespace {
 
 /* Warns as core's report_evil_fh does for flock() on a handle without an
@@ -306,7 +313,9 @@ path_argument(pTHX_ SV *sv, const char *func)
 Guard *
 guard_from(pTHX_ SV *self, const char *method)
 {
-    if (SvROK(self) && SvOBJECT(SvRV(self)) && sv_derived_from(self, kGuardClass)) {
+    dMY_CXT;
+    if (SvROK(self) && SvOBJECT(SvRV(self)) &&
+        (SvSTASH(SvRV(self)) == MY_CXT.guard_stash || sv_derived_from(self, kGuardClass))) {
         Guard *guard = INT2PTR(Guard *, SvIV(SvRV(self)));
         if (guard)
             return guard;
@@ -370,8 +379,13 @@ guard_release(pTHX_ Guard *guard)
 SV *
 new_guard_object(pTHX_ std::unique_ptr<Guard> guard)
 {
+    dMY_CXT;
     SV *const rv = sv_newmortal();
-    sv_setref_pv(rv, kGuardClass, (void *)guard.release());
+    SV *const object = newSV_type(SVt_PVMG);
+    sv_setiv(object, PTR2IV(guard.release()));
+    SvRV_set(rv, object);
+    SvROK_on(rv);
+    (void)sv_bless(rv, MY_CXT.guard_stash);
     return rv;
 }
 
@@ -427,6 +441,20 @@ lock_whole_file(pTHX_ SV *target, int mode, const LockOptions &options)
 MODULE = File::Locker    PACKAGE = File::Locker
 
 PROTOTYPES: DISABLE
+
+BOOT:
+{
+    MY_CXT_INIT;
+    MY_CXT.guard_stash = gv_stashpvs("File::Locker::Guard", GV_ADD);
+}
+
+void
+CLONE(...)
+  PPCODE:
+    MY_CXT_CLONE;
+    MY_CXT.guard_stash = gv_stashpvs("File::Locker::Guard", GV_ADD);
+    PERL_UNUSED_VAR(items);
+    XSRETURN_EMPTY;
 
 int
 flock(fh, operation, timeout = NULL)
