@@ -8,9 +8,13 @@
 #ifndef FILE_LOCKER_SRC_FILE_LOCK_H_
 #define FILE_LOCKER_SRC_FILE_LOCK_H_
 
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <string>
+#include <utility>
+
+#include <errno.h>
 
 #include "deadline.h"
 #include "status.h"
@@ -32,6 +36,67 @@ struct PathOptions {
 // locks. On success *writable says which mode was used.
 Status OpenLockFile(const std::string& path, const PathOptions& options,
                     UniqueFd* fd, bool* writable);
+
+// Whether PATH names dev/ino now (without following a final symlink unless
+// follow is true).
+bool PathNamesInode(const std::string& path, bool follow, dev_t dev, ino_t ino);
+
+// The descriptor side of a lock taken through PATH or a caller's descriptor:
+// which descriptor, whether this object owns (and will close) it, and which
+// process took the lock. Shared by whole-file and range locks.
+struct LockedFile final {
+  int fd = -1;
+  UniqueFd owned;  // set when opened from a path
+  bool writable = false;
+  pid_t owner_pid = 0;
+  std::string path;
+  PathOptions options;
+  dev_t dev = 0;
+  ino_t ino = 0;
+
+  bool PathStillNamesIt() const {
+    return PathNamesInode(path, options.follow_symlinks, dev, ino);
+  }
+};
+
+// Opens PATH and calls lock(fd) -> Status until the lock is granted on the
+// inode PATH names after the grant; when PATH was removed or replaced in the
+// meantime, calls unlock(fd), closes it and starts over, all within
+// deadline. On success fills *out (owner_pid excepted); on failure nothing
+// stays open.
+template <typename Lock, typename Unlock>
+Status LockThroughPath(const std::string& path, const PathOptions& options,
+                       const Deadline& deadline, Lock&& lock, Unlock&& unlock,
+                       LockedFile* out) {
+  for (;;) {
+    UniqueFd fd;
+    bool writable;
+    Status status = OpenLockFile(path, options, &fd, &writable);
+    if (!status.ok()) return status;
+    status = lock(fd.get());
+    if (!status.ok()) return status;
+    struct stat st;
+    if (::fstat(fd.get(), &st) != 0) {
+      const int err = errno;
+      unlock(fd.get());
+      return Status::Error(err);
+    }
+    if (PathNamesInode(path, options.follow_symlinks, st.st_dev, st.st_ino)) {
+      out->fd = fd.get();
+      out->owned = std::move(fd);
+      out->writable = writable;
+      out->path = path;
+      out->options = options;
+      out->dev = st.st_dev;
+      out->ino = st.st_ino;
+      return status;
+    }
+    // The previous holder removed or replaced the file while we waited:
+    // let go of the orphan and try the file PATH names now.
+    unlock(fd.get());
+    if (!deadline.is_immediate() && deadline.Expired()) return Status::Error(ETIMEDOUT);
+  }
+}
 
 class FileLock final {
  public:
@@ -81,28 +146,20 @@ class FileLock final {
 
   State state() const { return state_; }
   bool held() const { return state_ == State::kHeld; }
+  bool released() const { return state_ == State::kReleased; }
   int mode() const { return mode_; }  // LOCK_SH or LOCK_EX
-  int fd() const { return fd_; }
-  bool owns_fd() const { return owned_.valid(); }
-  bool writable() const { return writable_; }
-  const std::string& path() const { return path_; }
+  int fd() const { return file_.fd; }
+  bool writable() const { return file_.writable; }
+  const std::string& path() const { return file_.path; }
   // True in the process that took the lock.
   bool InOwnerProcess() const;
 
  private:
   Status Convert(int mode, const Deadline& deadline);
-  bool PathNamesLockedInode() const;
 
   State state_ = State::kReleased;
   int mode_ = 0;
-  int fd_ = -1;
-  UniqueFd owned_;  // the descriptor, when opened from a path
-  bool writable_ = false;
-  pid_t owner_pid_ = 0;
-  std::string path_;
-  PathOptions options_;
-  dev_t dev_ = 0;
-  ino_t ino_ = 0;
+  LockedFile file_;
 };
 
 }  // namespace locker

@@ -51,7 +51,12 @@ Status ThreadWaitTimer::Arm(const Deadline& deadline) {
   if (err != 0) return Status::Error(err);
   handler_held_ = true;
 
+  // A pending instance can only be one the caller blocked: unblocking would
+  // hand it to our no-op handler, so remember to raise it again afterwards.
   sigset_t set, old;
+  if (::sigpending(&set) == 0 && sigismember(&set, TimerSignal()) == 1) {
+    reraise_ = true;
+  }
   sigemptyset(&set);
   sigaddset(&set, TimerSignal());
   err = ::pthread_sigmask(SIG_UNBLOCK, &set, &old);
@@ -87,6 +92,7 @@ ThreadWaitTimer::~ThreadWaitTimer() {
     sigemptyset(&set);
     sigaddset(&set, TimerSignal());
     ::pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    if (reraise_) ::pthread_kill(::pthread_self(), TimerSignal());  // pending again
   }
   if (handler_held_) ReleaseHandler();
   errno = saved_errno;

@@ -12,7 +12,9 @@
 // The timer signal (TimerSignal()) gets a no-op handler only while at least
 // one thread of the process is in such a wait; the previous disposition and
 // the thread's signal mask are restored afterwards, so the caller's alarm(),
-// SIGALRM handler and every other disposition stay as they were.
+// SIGALRM handler and every other disposition stay as they were. An instance
+// of the signal that the caller had blocked and left pending is raised again
+// once the mask is back, so it stays pending.
 #ifndef FILE_LOCKER_SRC_WAIT_TIMER_H_
 #define FILE_LOCKER_SRC_WAIT_TIMER_H_
 
@@ -44,6 +46,7 @@ class ThreadWaitTimer final {
  private:
   bool handler_held_ = false;
   bool unblocked_ = false;
+  bool reraise_ = false;
   bool timer_created_ = false;
   timer_t timer_{};
 };

@@ -10,6 +10,7 @@
 #include "deadline.h"
 #include "file_lock.h"
 #include "flock_lock.h"
+#include "range_lock.h"
 #include "status.h"
 
 #include <errno.h>
@@ -110,8 +111,10 @@ flock_target(pTHX_ SV *arg, PerlIO **fpp)
         SV *const target = SvRV(arg);
         if (isGV_with_GP(target))
             gv = (GV *)target;
-        else if (SvTYPE(target) == SVt_PVIO)
+        else if (SvTYPE(target) == SVt_PVIO) {
             io = (IO *)target;
+            name = newSVpvs_flags("__ANONIO__", SVs_TEMP); /* as core names it */
+        }
         else
             Perl_croak(aTHX_ "Not a GLOB reference");
     }
@@ -184,11 +187,34 @@ const char kGuardClass[] = "File::Locker::Guard";
 
 /* What a File::Locker::Guard object points to. The Perl object owns it. */
 struct Guard final {
-    locker::FileLock lock;
+    locker::FileLock file;                   /* a whole-file lock, or */
+    std::unique_ptr<locker::RangeLock> range; /* a byte-range lock */
     PerlInterpreter *owner = nullptr; /* the interpreter (ithread) that locked */
     SV *handle = nullptr;             /* counted: user's handle, or fh()'s dup */
     bool borrowed = false;            /* locked through the user's handle */
 };
+
+/* Calls fn on whichever lock the guard holds (both have the same methods). */
+template <typename Fn>
+decltype(auto)
+with_lock(Guard *guard, Fn &&fn)
+{
+    return guard->range ? fn(*guard->range) : fn(guard->file);
+}
+
+template <typename Fn>
+decltype(auto)
+with_lock(const Guard *guard, Fn &&fn)
+{
+    return guard->range ? fn(static_cast<const locker::RangeLock &>(*guard->range))
+                        : fn(guard->file);
+}
+
+bool
+guard_released(const Guard *guard)
+{
+    return with_lock(guard, [](const auto &lock) { return lock.released(); });
+}
 
 /* Croaks "FUNC: MESSAGE" with the calling function named. */
 #define lk_croak(func, ...) Perl_croak(aTHX_ func ": " __VA_ARGS__)
@@ -328,7 +354,8 @@ guard_from(pTHX_ SV *self, const char *method)
 bool
 guard_is_ours(pTHX_ const Guard *guard)
 {
-    return guard->owner == aTHX && guard->lock.InOwnerProcess();
+    return guard->owner == aTHX &&
+           with_lock(guard, [](const auto &lock) { return lock.InOwnerProcess(); });
 }
 
 void
@@ -350,29 +377,29 @@ guard_flush(pTHX_ Guard *guard)
     const int fd = handle_fd(aTHX_ guard->handle, &fp);
     if (fp)
         (void)PerlIO_flush(fp);
-    return !guard->borrowed || fd == guard->lock.fd();
+    return !guard->borrowed || fd == with_lock(guard, [](const auto &lock) { return lock.fd(); });
 }
 
 /* Unlocks (owner) or lets go of this process's copy (anyone else). */
 void
 guard_release(pTHX_ Guard *guard)
 {
-    if (guard->lock.state() == locker::FileLock::State::kReleased)
+    if (guard_released(guard))
         return;
     if (!guard_is_ours(aTHX_ guard)) {
         /* Never touch the lock. Another thread shares our descriptors and a
          * borrowed one is the user's: leave them. A forked child closes its
          * own copy of a descriptor we opened. */
         if (guard->owner != aTHX || guard->borrowed)
-            guard->lock.Forget();
+            with_lock(guard, [](auto &lock) { lock.Forget(); });
         else
-            guard->lock.Release();
+            with_lock(guard, [](auto &lock) { lock.Release(); });
         return;
     }
     if (guard_flush(aTHX_ guard))
-        guard->lock.Release();
-    else
-        guard->lock.Forget(); /* the user closed or reopened the handle */
+        with_lock(guard, [](auto &lock) { lock.Release(); });
+    else /* the user closed or reopened the handle */
+        with_lock(guard, [](auto &lock) { lock.Forget(); });
 }
 
 /* Wraps a heap Guard in a new mortal File::Locker::Guard object. */
@@ -389,14 +416,49 @@ new_guard_object(pTHX_ std::unique_ptr<Guard> guard)
     return rv;
 }
 
-/* Takes a whole-file lock for lock_file: on PATH (opened here) or on the
- * user's handle. Perl signal handlers run during the wait; the wait goes on
- * until the lock or the deadline unless one dies. Returns a mortal guard or
- * NULL with errno set. */
-SV *
-lock_whole_file(pTHX_ SV *target, int mode, const LockOptions &options)
+/* A byte range for lock_range / range_conflict. */
+struct ByteRange {
+    bool whole = true;
+    off_t start = 0;
+    off_t end = 0;
+};
+
+/* OFFSET and LENGTH: non-negative integers that fit in off_t; croaks. */
+ByteRange
+range_arguments(pTHX_ SV *offset, SV *length, const char *func)
 {
-    const char *const func = "lock_file";
+    ByteRange range;
+    range.whole = false;
+    NV values[2];
+    SV *args[2] = {offset, length};
+    const char *names[2] = {"OFFSET", "LENGTH"};
+    for (int i = 0; i < 2; ++i) {
+        SvGETMAGIC(args[i]);
+        if (!SvOK(args[i]) || !looks_like_number(args[i]))
+            Perl_croak(aTHX_ "%s: %s must be a non-negative integer", func, names[i]);
+        values[i] = SvNV_nomg(args[i]);
+        if (Perl_isnan(values[i]) || values[i] < 0 || values[i] != floor(values[i]))
+            Perl_croak(aTHX_ "%s: %s must be a non-negative integer", func, names[i]);
+        if (values[i] >= 9223372036854775808.0) /* 2**63: beyond off_t */
+            Perl_croak(aTHX_ "%s: %s is too large for this platform's off_t", func, names[i]);
+    }
+    /* Exact integers where Perl has them (NVs lose precision above 2**53). */
+    const off_t start = SvIOK(offset) && !SvIsUV(offset) ? (off_t)SvIVX(offset) : (off_t)values[0];
+    const off_t len = SvIOK(length) && !SvIsUV(length) ? (off_t)SvIVX(length) : (off_t)values[1];
+    if (!locker::RangeEnd(start, len, &range.end).ok())
+        Perl_croak(aTHX_ "%s: OFFSET + LENGTH is too large for this platform's off_t", func);
+    range.start = start;
+    return range;
+}
+
+/* Takes a lock for lock_file (range.whole) or lock_range: on PATH (opened
+ * here) or on the user's handle. Perl signal handlers run during the wait;
+ * the wait goes on until the lock or the deadline unless one dies. Returns a
+ * mortal guard, or NULL with errno set. */
+SV *
+take_lock(pTHX_ SV *target, int mode, const ByteRange &range,
+          const LockOptions &options, const char *func)
+{
     const bool by_handle = is_handle(aTHX_ target);
     if (by_handle && options.path_only_given)
         Perl_croak(aTHX_ "%s: create, perms, follow_symlinks and unlink apply to a PATH only", func);
@@ -415,10 +477,22 @@ lock_whole_file(pTHX_ SV *target, int mode, const LockOptions &options)
             /* Every C++ object with a destructor lives in this block and is
              * gone before Perl signal handlers run (they may die). */
             auto guard = std::make_unique<Guard>();
-            const locker::Status status =
-                by_handle ? guard->lock.AcquireDescriptor(fd, mode, options.deadline)
-                          : guard->lock.AcquirePath(path_argument(aTHX_ target, func), mode,
-                                                     options.path, options.deadline);
+            locker::Status status = locker::Status::Ok();
+            if (range.whole) {
+                status = by_handle
+                             ? guard->file.AcquireDescriptor(fd, mode, options.deadline)
+                             : guard->file.AcquirePath(path_argument(aTHX_ target, func), mode,
+                                                       options.path, options.deadline);
+            }
+            else {
+                guard->range = std::make_unique<locker::RangeLock>();
+                status = by_handle
+                             ? guard->range->AcquireDescriptor(fd, mode, range.start, range.end,
+                                                               options.deadline)
+                             : guard->range->AcquirePath(path_argument(aTHX_ target, func), mode,
+                                                         range.start, range.end, options.path,
+                                                         options.deadline);
+            }
             if (status.ok()) {
                 guard->owner = aTHX;
                 guard->borrowed = by_handle;
@@ -427,13 +501,37 @@ lock_whole_file(pTHX_ SV *target, int mode, const LockOptions &options)
                 return new_guard_object(aTHX_ std::move(guard));
             }
             err = status.err();
-            guard->lock.Forget(); /* nothing is held */
         }
         errno = err;
         if (err != EINTR)
             return NULL;
         dispatch_signals(aTHX);
     }
+}
+
+/* Opens PATH read-only for range_conflict, or takes FH's descriptor. */
+int
+inspect_fd(pTHX_ SV *target, const char *func, locker::UniqueFd *owned)
+{
+    if (is_handle(aTHX_ target)) {
+        PerlIO *fp;
+        return handle_fd(aTHX_ target, &fp);
+    }
+    const std::string path = path_argument(aTHX_ target, func);
+    owned->reset(open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
+    return owned->get();
+}
+
+/* Guard method prologue for methods that change the lock. */
+Guard *
+guard_for_change(pTHX_ SV *self, const char *method)
+{
+    Guard *guard = guard_from(aTHX_ self, method);
+    guard_require_owner(aTHX_ guard, method);
+    if (guard_released(guard))
+        Perl_croak(aTHX_ "%s::%s: the guard was released", kGuardClass, method);
+    (void)guard_flush(aTHX_ guard);
+    return guard;
 }
 
 }  // namespace
@@ -501,8 +599,70 @@ lock_file(target, mode, ...)
     lock_options(aTHX_ &ST(2), items - 2, "lock_file", &options);
     if (!is_handle(aTHX_ target))
         (void)path_argument(aTHX_ target, "lock_file"); /* croak before locking */
-    SV *const guard = lock_whole_file(aTHX_ target, lock, options);
+    SV *const guard = take_lock(aTHX_ target, lock, ByteRange(), options, "lock_file");
     ST(0) = guard ? guard : &PL_sv_undef;
+    XSRETURN(1);
+
+void
+lock_range(target, mode, offset, length, ...)
+    SV *target
+    SV *mode
+    SV *offset
+    SV *length
+  PPCODE:
+    const int lock = lock_mode(aTHX_ mode, "lock_range");
+    const ByteRange range = range_arguments(aTHX_ offset, length, "lock_range");
+    LockOptions options;
+    lock_options(aTHX_ &ST(4), items - 4, "lock_range", &options);
+    if (!is_handle(aTHX_ target))
+        (void)path_argument(aTHX_ target, "lock_range");
+    SV *const guard = take_lock(aTHX_ target, lock, range, options, "lock_range");
+    ST(0) = guard ? guard : &PL_sv_undef;
+    XSRETURN(1);
+
+void
+range_conflict(target, mode, offset, length)
+    SV *target
+    SV *mode
+    SV *offset
+    SV *length
+  PPCODE:
+    const int want = lock_mode(aTHX_ mode, "range_conflict") & ~LOCK_NB;
+    const ByteRange range = range_arguments(aTHX_ offset, length, "range_conflict");
+    if (!is_handle(aTHX_ target))
+        (void)path_argument(aTHX_ target, "range_conflict");
+    locker::Conflict conflict;
+    int err = 0;
+    {
+        locker::UniqueFd owned;
+        const int fd = inspect_fd(aTHX_ target, "range_conflict", &owned);
+        if (fd < 0)
+            err = errno;
+        else {
+            const locker::Status status =
+                locker::FindConflict(fd, want, range.start, range.end, &conflict);
+            err = status.err();
+        }
+    }
+    if (err) {
+        errno = err;
+        XSRETURN_UNDEF;
+    }
+    if (!conflict.found)
+        XSRETURN_UNDEF;
+    HV *const hv = newHV();
+    ST(0) = sv_2mortal(newRV_noinc((SV *)hv));
+    (void)hv_stores(hv, "mode", newSViv(conflict.mode));
+    (void)hv_stores(hv, "offset", newSViv((IV)conflict.start));
+    (void)hv_stores(hv, "length", newSViv((IV)conflict.length));
+    (void)hv_stores(hv, "pid", conflict.pid > 0 ? newSViv(conflict.pid) : newSV(0));
+    errno = 0;
+    XSRETURN(1);
+
+void
+_using_ofd_locks()
+  PPCODE:
+    ST(0) = boolSV(locker::UsingOfdLocks());
     XSRETURN(1);
 
 MODULE = File::Locker    PACKAGE = File::Locker::Guard
@@ -519,7 +679,8 @@ is_locked(self)
     SV *self
   PPCODE:
     const Guard *guard = guard_from(aTHX_ self, "is_locked");
-    ST(0) = boolSV(guard->lock.held() && guard_is_ours(aTHX_ guard));
+    const bool held = with_lock(guard, [](const auto &lock) { return lock.held(); });
+    ST(0) = boolSV(held && guard_is_ours(aTHX_ guard));
     XSRETURN(1);
 
 void
@@ -527,7 +688,7 @@ mode(self)
     SV *self
   PPCODE:
     const Guard *guard = guard_from(aTHX_ self, "mode");
-    XSRETURN_IV(guard->lock.mode());
+    XSRETURN_IV(with_lock(guard, [](const auto &lock) { return lock.mode(); }));
 
 void
 path(self)
@@ -536,7 +697,8 @@ path(self)
     const Guard *guard = guard_from(aTHX_ self, "path");
     if (guard->borrowed)
         XSRETURN_UNDEF;
-    const std::string &path = guard->lock.path();
+    const std::string &path =
+        with_lock(guard, [](const auto &lock) -> const std::string & { return lock.path(); });
     ST(0) = sv_2mortal(newSVpvn(path.data(), path.size()));
     XSRETURN(1);
 
@@ -546,20 +708,24 @@ offset(self)
   ALIAS:
     length = 1
   PPCODE:
-    PERL_UNUSED_VAR(ix);
-    (void)guard_from(aTHX_ self, ix ? "length" : "offset");
-    XSRETURN_UNDEF; /* whole-file lock */
+    const Guard *guard = guard_from(aTHX_ self, ix ? "length" : "offset");
+    if (!guard->range)
+        XSRETURN_UNDEF; /* whole-file lock */
+    const locker::RangeLock &range = *guard->range;
+    if (ix == 0)
+        XSRETURN_IV((IV)range.start());
+    XSRETURN_IV(range.end() == locker::kRangeEnd ? 0 : (IV)(range.end() - range.start()));
 
 void
 upgrade(self, ...)
     SV *self
   PPCODE:
-    Guard *guard = guard_from(aTHX_ self, "upgrade");
+    const char *const func = "File::Locker::Guard::upgrade";
     locker::Deadline deadline = locker::Deadline::Never();
     I32 first = 1;
     if ((items - 1) % 2) { /* upgrade(LOCK_NB, ...) */
         if (SvIV(ST(1)) != LOCK_NB)
-            Perl_croak(aTHX_ "%s::upgrade: the only flag allowed is LOCK_NB", kGuardClass);
+            Perl_croak(aTHX_ "%s: the only flag allowed is LOCK_NB", func);
         deadline = locker::Deadline::Now();
         first = 2;
     }
@@ -567,16 +733,14 @@ upgrade(self, ...)
         STRLEN len;
         const char *key = SvPV_const(ST(i), len);
         if (len != 7 || memcmp(key, "timeout", 7) != 0)
-            Perl_croak(aTHX_ "%s::upgrade: unknown option '%" SVf "'", kGuardClass, SVfARG(ST(i)));
+            Perl_croak(aTHX_ "%s: unknown option '%" SVf "'", func, SVfARG(ST(i)));
         if (!deadline.is_immediate())
-            deadline = timeout_option(aTHX_ ST(i + 1), "File::Locker::Guard::upgrade");
+            deadline = timeout_option(aTHX_ ST(i + 1), func);
     }
-    guard_require_owner(aTHX_ guard, "upgrade");
-    if (guard->lock.state() == locker::FileLock::State::kReleased)
-        Perl_croak(aTHX_ "%s::upgrade: the guard was released", kGuardClass);
-    (void)guard_flush(aTHX_ guard);
+    Guard *guard = guard_for_change(aTHX_ self, "upgrade");
     for (;;) {
-        const locker::Status status = guard->lock.Upgrade(deadline);
+        const locker::Status status =
+            with_lock(guard, [&](auto &lock) { return lock.Upgrade(deadline); });
         if (status.ok())
             XSRETURN_YES;
         errno = status.err();
@@ -589,13 +753,10 @@ void
 downgrade(self)
     SV *self
   PPCODE:
-    Guard *guard = guard_from(aTHX_ self, "downgrade");
-    guard_require_owner(aTHX_ guard, "downgrade");
-    if (guard->lock.state() == locker::FileLock::State::kReleased)
-        Perl_croak(aTHX_ "%s::downgrade: the guard was released", kGuardClass);
-    (void)guard_flush(aTHX_ guard);
+    Guard *guard = guard_for_change(aTHX_ self, "downgrade");
     for (;;) {
-        const locker::Status status = guard->lock.Downgrade();
+        const locker::Status status =
+            with_lock(guard, [](auto &lock) { return lock.Downgrade(); });
         if (status.ok())
             XSRETURN_YES;
         errno = status.err();
@@ -628,11 +789,11 @@ _descriptor(self)
     SV *self
   PPCODE:
     const Guard *guard = guard_from(aTHX_ self, "fh");
-    if (guard->lock.state() == locker::FileLock::State::kReleased)
+    if (guard_released(guard))
         XSRETURN_UNDEF;
     EXTEND(SP, 2);
-    mPUSHi(guard->lock.fd());
-    PUSHs(boolSV(guard->lock.writable()));
+    mPUSHi(with_lock(guard, [](const auto &lock) { return lock.fd(); }));
+    PUSHs(boolSV(with_lock(guard, [](const auto &lock) { return lock.writable(); })));
     XSRETURN(2);
 
 void

@@ -18,7 +18,7 @@ BEGIN {
 
 our @EXPORT      = ();
 our %EXPORT_TAGS = (flock => [qw(LOCK_SH LOCK_EX LOCK_UN LOCK_NB)]);
-our @EXPORT_OK   = (@{ $EXPORT_TAGS{flock} }, qw(flock lock_file));
+our @EXPORT_OK   = (@{ $EXPORT_TAGS{flock} }, qw(flock lock_file lock_range range_conflict));
 $EXPORT_TAGS{all} = [@EXPORT_OK];
 
 require XSLoader;
@@ -34,11 +34,11 @@ sub CLONE_SKIP { 1 }
 # first use: a duplicate of the locked descriptor, so it shares the lock.
 sub fh {
     my ($self) = @_;
-    my $fh = $self->_handle;
+    my $fh = _handle($self);    # a function call: croaks for a wrong invocant
     return $fh if $fh;
-    my ($fd, $writable) = $self->_descriptor or return;
+    my ($fd, $writable) = _descriptor($self) or return;
     open($fh, $writable ? '+<&' : '<&', $fd) or return;
-    $self->_set_handle($fh);
+    _set_handle($self, $fh);
     return $fh;
 }
 
@@ -178,13 +178,166 @@ receiving it during such a wait.
 
 =back
 
+=head2 lock_file(PATH | FH, MODE, %options)
+
+    my $guard = lock_file('/var/lock/build.lock', LOCK_EX, timeout => 30)
+        or die "no lock: $!";
+    # ... the lock is held until $guard goes out of scope or is released
+
+Takes a whole-file lock with flock(2) semantics and returns a
+L</GUARDS> object, or undef with C<$!> set: C<EWOULDBLOCK> (busy, with
+C<LOCK_NB> or C<< timeout => 0 >>), C<ETIMEDOUT>, or the error of opening
+PATH.
+
+MODE is C<LOCK_SH> or C<LOCK_EX>, optionally or-ed with C<LOCK_NB>.
+
+The first argument is a PATH when it is a plain string -- always, even one
+that looks like a number -- and a handle when it is a glob, a glob
+reference or an IO object (the guard keeps a reference to the handle; its
+buffer is flushed before locking and before unlocking).
+
+Options:
+
+=over 4
+
+=item timeout => SECONDS
+
+Bounds the wait, as for L</flock>: a non-negative number, fractions
+allowed; 0 is the same as C<LOCK_NB>; undef or absent waits without bound.
+Anything else croaks.
+
+=item create => BOOL
+
+PATH only, default true: create the file if it does not exist. With a false
+value a missing file gives undef with C<$!> set to C<ENOENT>.
+
+=item perms => MODE
+
+PATH only, default 0666: permissions of a created file, before the umask.
+
+=item follow_symlinks => BOOL
+
+PATH only, default false: without it a symbolic link at PATH is refused with
+C<ELOOP>, so nobody can point your lock file at a file of theirs.
+
+=item unlink => BOOL
+
+PATH only, default false: remove the lock file at release, while still
+holding the lock. It is removed only if PATH still names the locked file
+and no other process holds a lock on it (a shared holder converts its lock
+to exclusive without waiting to find out; if that fails, the file stays).
+
+=back
+
+Lock files opened from a PATH are safe in shared directories: they are
+opened with C<O_CLOEXEC> and C<O_NOFOLLOW> and never truncated (their
+content survives); when the file cannot be opened read-write (another
+user's lock file, a read-only mount) it is opened read-only, which flock(2)
+allows; directories can be locked. After the lock is granted PATH must
+still name the locked file: if another holder removed or replaced it in the
+meantime, the lock is dropped and taken again on the file PATH names now,
+within the same timeout. So lockers using C<< unlink => 1 >> never both
+believe they hold the same exclusive lock.
+
+While C<lock_file> waits, Perl signal handlers run. A handler that dies
+aborts the wait: the exception propagates and nothing stays locked or open.
+A handler that returns lets the wait go on until the lock or the deadline.
+
+=head1 GUARDS
+
+A C<File::Locker::Guard> holds one lock until it is released or goes out
+of scope.
+
+=over 4
+
+=item $guard->release
+
+Unlocks now (flushing the handle first). Returns true. Calling it again
+does nothing.
+
+=item $guard->is_locked
+
+True while this guard holds its lock, in the process and thread that took
+it. False after C<release>, in a forked child's copy, and after an upgrade
+that lost the lock (see below).
+
+=item $guard->mode
+
+C<LOCK_SH> or C<LOCK_EX>: the mode last granted.
+
+=item $guard->upgrade(timeout => SECONDS)
+
+=item $guard->upgrade(LOCK_NB)
+
+Converts a shared lock to exclusive, waiting up to SECONDS (without bound if
+absent; 0 or C<LOCK_NB> is one try). Returns true, or false with C<$!>
+(C<EWOULDBLOCK>, C<ETIMEDOUT>). As with flock(2), the conversion is not
+atomic: the shared lock is dropped before the exclusive one is waited for,
+so two holders upgrading at once never deadlock -- one gets the lock, then
+the other. When an upgrade fails, the guard takes its shared lock back
+without waiting; C<is_locked> says whether it could (it cannot if another
+process took the exclusive lock in between). Already exclusive: true at
+once. Croaks on a released guard.
+
+=item $guard->downgrade
+
+Converts an exclusive lock to shared. Returns true (false with C<$!> only on
+a system error). Croaks on a released guard.
+
+=item $guard->fh
+
+The locked handle, for I/O under the lock: the handle given to
+C<lock_file>, or for a PATH a handle made on first use that duplicates the
+locked descriptor (read-write, or read-only where the file could only be
+opened so). Its output is flushed before the lock is released.
+
+=item $guard->path, $guard->offset, $guard->length
+
+The PATH (undef for a lock taken on a handle); offset and length are undef
+for whole-file locks.
+
+=back
+
+Signals during C<upgrade> behave as during C<lock_file>.
+
 =head1 ERRORS
 
-Lock outcomes -- busy, timed out, interrupted, bad handle -- are reported the
-way C<CORE::flock> reports them: a false return with C<$!> set, never an
-exception. C<flock> croaks only where core croaks.
+Lock outcomes -- busy, timed out, interrupted, a handle without a
+descriptor, a file that cannot be opened -- are a false or undef return
+with C<$!> set, never an exception, and never leave a descriptor open.
+
+Programmer errors in C<lock_file> and guard methods croak with a message
+that names the function and the argument: a bad MODE, an unknown option, a
+negative or non-numeric timeout, an undefined or empty PATH, a reference
+that is not a handle, PATH-only options given with a handle, a method
+called on something that is not a guard. C<flock> mirrors core instead: it
+croaks only where core croaks.
 
 =head1 FORK AND THREADS
+
+=head2 Guards
+
+A guard releases its lock only in the process, and the thread, that took
+it.
+
+After C<fork>, the child has a copy of every guard. What the child may do
+with a parent's guard: let it go -- by scope exit, C<undef>, C<release>,
+C<exit>, C<die> or global destruction -- which only closes the child's own
+copy of the guard's descriptor and leaves the parent's lock held; read
+C<mode>, C<path> and C<fh> (I/O through C<fh> shares the parent's lock, so
+coordinate with the parent). What it may not do: C<upgrade> or C<downgrade>
+croak in the child, and C<is_locked> is false there, because the lock is not
+the child's. Many Perl lock modules get this wrong and release the parent's
+lock when a child exits; File::Locker does not. A child that needs the lock
+takes its own with C<lock_file>. Descriptors opened by C<lock_file> are
+close-on-exec, so commands started with C<exec> or C<system> never inherit
+the lock.
+
+A new ithread gets no copy of a guard (C<CLONE_SKIP>): inside the thread
+the variable is undef, and creating or joining threads never releases a
+lock.
+
+=head2 flock
 
 A lock taken with C<flock> belongs to the open file description, exactly as
 with C<CORE::flock>: after C<fork>, parent and child share it through the

@@ -1,0 +1,185 @@
+#!perl
+# File::Locker::flock: which requests conflict with which holders, between
+# processes and between two handles of one file in one process, and the
+# single-handle operations that must succeed (unlock when unlocked,
+# conversions, LOCK_EX on a read-only handle).
+
+use strict;
+use warnings;
+
+use Test::More;
+use POSIX qw(EWOULDBLOCK);
+use File::Locker qw(:flock flock);
+use LockerTest qw(scratch_file spawn probe);
+
+$SIG{PIPE} = 'IGNORE';    # a dead peer must fail a test, not kill the script
+
+my %NAME = (LOCK_SH() => 'LOCK_SH', LOCK_EX() => 'LOCK_EX');
+my @MODES = (LOCK_SH, LOCK_EX);
+
+# A child that takes File::Locker::flock(MODE) on its own read-only handle of
+# PATH. Returns its peer and its first word: 'locked' or 'failed ERRNO'.
+# Either way the child then waits for 'release', unlocks with LOCK_UN (the
+# handle stays open, so only the unlock can free the lock) and answers
+# 'released'; it exits when the parent closes the pipe (peer->wait).
+sub our_holder {
+    my ($path, $mode) = @_;
+    my $peer = spawn(sub {
+        my ($parent) = @_;
+        open my $fh, '<', $path or die "open $path: $!";
+        my $locked = File::Locker::flock($fh, $mode);
+        $parent->say($locked ? 'locked' : 'failed ' . ($! + 0));
+        $parent->expect('release');
+        if ($locked) {
+            File::Locker::flock($fh, LOCK_UN) or die "unlock: $!";
+        }
+        $parent->say('released');
+        $parent->hear;    # end of file: the parent is done with us
+        close $fh;
+    });
+    return ($peer, $peer->hear // 'end of file');
+}
+
+sub release_holder {
+    my ($peer, $what) = @_;
+    $peer->say('release');
+    is($peer->hear, 'released', "$what: holder released");
+}
+
+# Calls flock and returns its result and $! (as a number) right after.
+sub try_lock {
+    my ($fh, $op) = @_;
+    local $!;
+    $! = 0;
+    my $got = flock($fh, $op);
+    return ($got, $! + 0);
+}
+
+# Expects a request refused as flock(2) refuses with LOCK_NB: 0, EWOULDBLOCK.
+sub refused_ok {
+    my ($got, $errno, $what) = @_;
+    ok(defined $got && !$got && $got eq '0', "$what: refused with 0")
+      or diag('got ' . ($got // 'undef'));
+    is($errno, EWOULDBLOCK, "$what: \$! is EWOULDBLOCK");
+}
+
+sub conflicts { my ($held, $wanted) = @_; return $held == LOCK_EX || $wanted == LOCK_EX }
+
+subtest 'conflict matrix across processes' => sub {
+    for my $held (@MODES) {
+        for my $wanted (@MODES) {
+            my $what = "$NAME{$held} held by another process, $NAME{$wanted}|LOCK_NB requested";
+            my $path = scratch_file();
+            my ($holder, $word) = our_holder($path, $held);
+            is($word, 'locked', "$what: holder got its lock");
+            is(probe($path, LOCK_EX), 0, "$what: the holder's lock is really held");
+
+            open my $fh, '<', $path or die "open $path: $!";
+            my ($got, $errno) = try_lock($fh, $wanted | LOCK_NB);
+            if (conflicts($held, $wanted)) {
+                refused_ok($got, $errno, $what);
+            }
+            else {
+                is($got, 1, "$what: granted");
+                is(flock($fh, LOCK_UN), 1, "$what: our shared lock released");
+            }
+
+            release_holder($holder, $what);
+            ($got, $errno) = try_lock($fh, $wanted | LOCK_NB);
+            is($got, 1, "$what: granted after the holder released")
+              or diag("errno $errno");
+            is(probe($path, LOCK_EX), 0, "$what: the new lock is visible to another process");
+            is(flock($fh, LOCK_UN), 1, "$what: unlocked");
+            close $fh;
+            is($holder->wait, 0, "$what: holder exited cleanly");
+        }
+    }
+};
+
+subtest 'conflict matrix across two handles in one process' => sub {
+    for my $held (@MODES) {
+        for my $wanted (@MODES) {
+            my $what = "$NAME{$held} on one handle, $NAME{$wanted}|LOCK_NB on another";
+            my $path = scratch_file();
+            open my $first,  '<', $path or die "open $path: $!";
+            open my $second, '<', $path or die "open $path: $!";
+
+            is(flock($first, $held), 1, "$what: first handle locked");
+            my ($got, $errno) = try_lock($second, $wanted | LOCK_NB);
+            if (conflicts($held, $wanted)) {
+                refused_ok($got, $errno, $what);
+            }
+            else {
+                is($got, 1, "$what: granted");
+                is(flock($second, LOCK_UN), 1, "$what: second handle's shared lock released");
+            }
+
+            is(flock($first, LOCK_UN), 1, "$what: first handle unlocked");
+            ($got, $errno) = try_lock($second, $wanted | LOCK_NB);
+            is($got, 1, "$what: granted once the first handle unlocked")
+              or diag("errno $errno");
+            is(flock($second, LOCK_UN), 1, "$what: second handle unlocked");
+            close $first;
+            close $second;
+        }
+    }
+};
+
+subtest 'LOCK_EX on a read-only handle' => sub {
+    my $path = scratch_file();
+    chmod 0444, $path or die "chmod $path: $!";
+    open my $fh, '<', $path or die "open $path: $!";
+    my ($got, $errno) = try_lock($fh, LOCK_EX | LOCK_NB);
+    is($got, 1, 'LOCK_EX|LOCK_NB granted on a handle opened with <')
+      or diag("errno $errno");
+    is(probe($path, LOCK_SH), 0, 'and it is exclusive: another process cannot share it');
+    is(flock($fh, LOCK_UN), 1, 'unlocked');
+    is(flock($fh, LOCK_EX), 1, 'blocking LOCK_EX granted on the read-only handle too');
+    is(probe($path, LOCK_SH), 0, 'exclusive again');
+    is(flock($fh, LOCK_UN), 1, 'unlocked again');
+    is(probe($path, LOCK_EX), 1, 'free for everyone after LOCK_UN');
+    close $fh;
+};
+
+subtest 'LOCK_UN on an unlocked handle' => sub {
+    my $path = scratch_file();
+    open my $fh, '<', $path or die "open $path: $!";
+    my ($got, $errno) = try_lock($fh, LOCK_UN);
+    is($got, 1, 'LOCK_UN on a handle that never locked returns 1')
+      or diag("errno $errno");
+    is(flock($fh, LOCK_EX), 1, 'lock');
+    is(flock($fh, LOCK_UN), 1, 'unlock');
+    ($got, $errno) = try_lock($fh, LOCK_UN);
+    is($got, 1, 'a second LOCK_UN returns 1') or diag("errno $errno");
+    ($got, $errno) = try_lock($fh, LOCK_UN | LOCK_NB);
+    is($got, 1, 'LOCK_UN|LOCK_NB returns 1') or diag("errno $errno");
+    is(probe($path, LOCK_EX), 1, 'nothing is left locked');
+    close $fh;
+};
+
+subtest 'conversions on one handle, uncontended' => sub {
+    my $path = scratch_file();
+    open my $fh, '<', $path or die "open $path: $!";
+
+    for my $nb (LOCK_NB, 0) {
+        my $how = $nb ? 'with LOCK_NB' : 'blocking';
+        is(flock($fh, LOCK_SH | $nb), 1, "$how: LOCK_SH");
+        is(probe($path, LOCK_SH), 1, "$how: shared: another process can share it");
+        is(probe($path, LOCK_EX), 0, "$how: shared: another process cannot take it exclusively");
+
+        my ($got, $errno) = try_lock($fh, LOCK_EX | $nb);
+        is($got, 1, "$how: converted LOCK_SH to LOCK_EX") or diag("errno $errno");
+        is(probe($path, LOCK_SH), 0, "$how: now exclusive: another process cannot share it");
+
+        ($got, $errno) = try_lock($fh, LOCK_SH | $nb);
+        is($got, 1, "$how: converted LOCK_EX to LOCK_SH") or diag("errno $errno");
+        is(probe($path, LOCK_SH), 1, "$how: shared again: another process can share it");
+        is(probe($path, LOCK_EX), 0, "$how: shared again: still held");
+
+        is(flock($fh, LOCK_UN), 1, "$how: unlocked");
+        is(probe($path, LOCK_EX), 1, "$how: free after LOCK_UN");
+    }
+    close $fh;
+};
+
+done_testing;
