@@ -51,7 +51,7 @@ File::Locker - file locks for Perl that time out without polling and stay correc
 
 =head1 SYNOPSIS
 
-    use File::Locker qw(:flock flock);
+    use File::Locker qw(:flock flock lock_file lock_range range_conflict);
 
     open my $fh, '>>', '/var/lock/nightly.lock' or die "open: $!";
 
@@ -66,6 +66,17 @@ File::Locker - file locks for Perl that time out without polling and stay correc
     elsif ($!{ETIMEDOUT}) {
         warn "still busy after 2.5 seconds\n";
     }
+
+    # Scoped guards: released at scope exit, never by a forked child.
+    {
+        my $guard = lock_file('/var/lock/build.lock', LOCK_EX, timeout => 30)
+            or die "build lock: $!";
+        # ... build ...
+    }
+
+    # Byte ranges on open-file-description locks, composing per handle.
+    open my $db, '+<', 'records.dat' or die "open: $!";
+    my $record = lock_range($db, LOCK_EX, 512 * 7, 512) or die "record 7: $!";
 
 =head1 DESCRIPTION
 
@@ -100,7 +111,9 @@ It returns 1 on success and 0 on failure with C<$!> set: C<EWOULDBLOCK> when
 C<LOCK_NB> meets a conflict, C<EBADF> for a closed or unopened handle (with
 core's warning text, "flock() on closed filehandle FH", in the same warning
 categories), C<EINVAL> for an operation that is not exactly one of LOCK_SH,
-LOCK_EX, LOCK_UN, optionally or-ed with LOCK_NB.
+LOCK_EX, LOCK_UN, optionally or-ed with LOCK_NB. (Core passes any other bits
+to the kernel, which on current Linux silently ignores the obsolete
+C<LOCK_MAND> flag; this C<flock> refuses such operations with C<EINVAL>.)
 
 =item *
 
@@ -202,7 +215,7 @@ Options:
 
 =item timeout => SECONDS
 
-Bounds the wait, as for L</flock>: a non-negative number, fractions
+Bounds the wait, as for C<flock>: a non-negative number, fractions
 allowed; 0 is the same as C<LOCK_NB>; undef or absent waits without bound.
 Anything else croaks.
 
@@ -242,6 +255,93 @@ believe they hold the same exclusive lock.
 While C<lock_file> waits, Perl signal handlers run. A handler that dies
 aborts the wait: the exception propagates and nothing stays locked or open.
 A handler that returns lets the wait go on until the lock or the deadline.
+
+=head2 lock_range(PATH | FH, MODE, OFFSET, LENGTH, %options)
+
+    open my $db, '+<', 'records.dat' or die "open: $!";
+    my $guard = lock_range($db, LOCK_EX, $n * 512, 512, timeout => 5)
+        or die "record $n busy: $!";
+
+Locks bytes [OFFSET, OFFSET + LENGTH) and returns a L</GUARDS> object
+(C<offset> and C<length> tell the range), or undef with C<$!> set as for
+C<lock_file>. LENGTH 0 means from OFFSET to the end of the file and beyond,
+as in fcntl(2); locks past the end of the file are allowed. OFFSET and
+LENGTH must be non-negative integers whose sum fits in the platform's
+C<off_t>; anything else croaks. MODE, C<timeout>, the PATH options and the
+behaviour under signals are those of C<lock_file>.
+
+These are open-file-description locks (C<F_OFD_SETLK>, C<F_OFD_SETLKW>)
+where the kernel has them (Linux 3.15 and later). They belong to the handle,
+not the process:
+
+=over 4
+
+=item *
+
+Two handles of one file in one process conflict like two processes do.
+
+=item *
+
+Closing another descriptor of the same file does not drop them (classic
+fcntl locks are all dropped when the process closes I<any> descriptor of the
+file).
+
+=item *
+
+They conflict with other programs' fcntl(2) and lockf(3) locks on the same
+bytes -- L<File::FcntlLock>, Python's C<fcntl.lockf>, SQLite -- but not with
+flock(2) locks on local filesystems.
+
+=item *
+
+C<LOCK_EX> needs a handle open for writing (C<EBADF> otherwise).
+
+=back
+
+Several guards on one handle compose: each byte stays locked in the
+strongest mode that any live guard covering it wants. Releasing or
+downgrading one guard gives back only what no other guard needs -- exclusive
+bytes another guard holds shared are downgraded, not dropped. An internal
+table of hold counts per byte range makes this cost O(log n) in the number of
+ranges held, not a scan of them. Guards on different handles do not compose;
+they conflict.
+
+An upgrade first tries to convert atomically. If that would wait, it gives up
+the bytes only this guard holds shared and then waits for the exclusive
+lock, so two holders upgrading overlapping ranges at once cannot deadlock
+(OFD locks have no deadlock detection); one gets the lock first. As for
+whole-file guards, a failed upgrade takes the shared lock back without
+waiting where it can, and C<is_locked> tells. Bytes that I<other> guards on
+the same handle hold shared stay held while an upgrade waits; a process that
+upgrades while holding such overlapping guards should give a timeout.
+
+Where OFD locks do not exist, or when the environment variable
+C<FILE_LOCKER_NO_OFD> is set to a true value when the module is loaded,
+classic POSIX locks are used instead, with a process-wide table per device
+and inode that keeps the same behaviour for locks taken through File::Locker:
+conflicts between handles of one process are detected in the table
+(C<EWOULDBLOCK>; a blocking wait that only this single thread could end
+fails with C<EDEADLK>, one with a timeout waits for another thread), and a
+descriptor File::Locker opened is kept open while other guards still hold
+locks on the same file, since closing it would drop them. A descriptor that
+I<your> code closes still drops the process's classic locks on that file:
+the kernel gives no way around that.
+
+=head2 range_conflict(PATH | FH, MODE, OFFSET, LENGTH)
+
+    if (my $c = range_conflict($db, LOCK_EX, 0, 512)) {
+        printf "held %s by %s at %d+%d\n",
+            $c->{mode} == LOCK_EX ? 'exclusively' : 'shared',
+            $c->{pid} // 'an OFD holder', $c->{offset}, $c->{length};
+    }
+
+Asks, without locking anything, whether MODE on that range would conflict
+right now. Returns undef if it would be granted (C<$!> is then 0), or one
+conflicting lock as C<< { mode => LOCK_SH|LOCK_EX, offset, length, pid } >>
+(length 0 means to the end of the file; pid is undef where the kernel does
+not tell, as for OFD locks). Locks held through FH itself never conflict with
+FH; given a PATH, the file is opened read-only for the question and every
+holder counts. A PATH that cannot be opened gives undef with C<$!> set.
 
 =head1 GUARDS
 
@@ -294,7 +394,8 @@ opened so). Its output is flushed before the lock is released.
 =item $guard->path, $guard->offset, $guard->length
 
 The PATH (undef for a lock taken on a handle); offset and length are undef
-for whole-file locks.
+for whole-file locks, and the range for C<lock_range> guards (length 0: to
+the end of the file and beyond).
 
 =back
 
@@ -334,8 +435,9 @@ close-on-exec, so commands started with C<exec> or C<system> never inherit
 the lock.
 
 A new ithread gets no copy of a guard (C<CLONE_SKIP>): inside the thread
-the variable is undef, and creating or joining threads never releases a
-lock.
+the variable refers to an unblessed undef, and creating or joining threads
+never releases a lock. An upgrade interrupted by a signal handler that dies
+leaves the guard holding nothing (C<is_locked> false).
 
 =head2 flock
 
