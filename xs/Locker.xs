@@ -10,14 +10,17 @@
 #include "deadline.h"
 #include "file_lock.h"
 #include "flock_lock.h"
+#include "holders.h"
 #include "range_lock.h"
 #include "status.h"
 
 #include <errno.h>
 #include <math.h>
+#include <sys/stat.h>
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #define PERL_NO_GET_CONTEXT
 extern "C" {
@@ -658,6 +661,48 @@ range_conflict(target, mode, offset, length)
     (void)hv_stores(hv, "pid", conflict.pid > 0 ? newSViv(conflict.pid) : newSV(0));
     errno = 0;
     XSRETURN(1);
+
+void
+lock_holders(target)
+    SV *target
+  PPCODE:
+    const char *const func = "lock_holders";
+    std::vector<locker::Holder> holders;
+    int err = 0;
+    {
+        struct stat st;
+        int rc;
+        if (is_handle(aTHX_ target)) {
+            PerlIO *fp;
+            const int fd = handle_fd(aTHX_ target, &fp);
+            rc = fd < 0 ? -1 : fstat(fd, &st);
+        }
+        else
+            rc = stat(path_argument(aTHX_ target, func).c_str(), &st);
+        if (rc != 0)
+            err = errno;
+        else
+            err = locker::ListHolders(st.st_dev, st.st_ino, &holders).err();
+    }
+    if (err) {
+        errno = err;
+        XSRETURN_EMPTY;
+    }
+    EXTEND(SP, (SSize_t)holders.size());
+    for (const locker::Holder &holder : holders) {
+        HV *const hv = newHV();
+        (void)hv_stores(hv, "pid", holder.pid > 0 ? newSViv(holder.pid) : newSV(0));
+        (void)hv_stores(hv, "kind", newSVpvn(holder.kind.data(), holder.kind.size()));
+        (void)hv_stores(hv, "mode", newSViv(holder.mode));
+        (void)hv_stores(hv, "offset", newSViv((IV)holder.start));
+        (void)hv_stores(hv, "length", newSViv((IV)holder.length));
+        (void)hv_stores(hv, "command",
+                        holder.command.empty()
+                            ? newSV(0)
+                            : newSVpvn(holder.command.data(), holder.command.size()));
+        mPUSHs(newRV_noinc((SV *)hv));
+    }
+    XSRETURN((IV)holders.size());
 
 void
 _using_ofd_locks()

@@ -18,7 +18,7 @@ BEGIN {
 
 our @EXPORT      = ();
 our %EXPORT_TAGS = (flock => [qw(LOCK_SH LOCK_EX LOCK_UN LOCK_NB)]);
-our @EXPORT_OK   = (@{ $EXPORT_TAGS{flock} }, qw(flock lock_file lock_range range_conflict));
+our @EXPORT_OK   = (@{ $EXPORT_TAGS{flock} }, qw(flock lock_file lock_range range_conflict lock_holders));
 $EXPORT_TAGS{all} = [@EXPORT_OK];
 
 require XSLoader;
