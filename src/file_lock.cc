@@ -66,7 +66,7 @@ Status FileLock::AcquirePath(const std::string& path, int mode,
   LockedFile file;
   const Status status = LockThroughPath(
       path, options, deadline, [&](int fd) { return Flock(fd, mode, deadline); },
-      [](int) {},  // closing the descriptor drops a flock(2) lock
+      [](UniqueFd fd, bool) { fd.reset(); },  // closing drops a flock(2) lock
       &file);
   if (!status.ok()) return status;
   file_ = std::move(file);

@@ -61,12 +61,13 @@ struct LockedFile final {
 
 // Opens PATH and calls lock(fd) -> Status until the lock is granted on the
 // inode PATH names after the grant; when PATH was removed or replaced in the
-// meantime, calls unlock(fd), closes it and starts over, all within
-// deadline. On success fills *out (owner_pid excepted); on failure nothing
-// stays open.
-template <typename Lock, typename Unlock>
+// meantime, hands the descriptor to let_go(UniqueFd, bool locked) -- which
+// unlocks if locked and closes it -- and starts over, all within deadline.
+// Every descriptor this gives up goes through let_go. On success fills *out
+// (owner_pid excepted).
+template <typename Lock, typename LetGo>
 Status LockThroughPath(const std::string& path, const PathOptions& options,
-                       const Deadline& deadline, Lock&& lock, Unlock&& unlock,
+                       const Deadline& deadline, Lock&& lock, LetGo&& let_go,
                        LockedFile* out) {
   for (;;) {
     UniqueFd fd;
@@ -74,11 +75,14 @@ Status LockThroughPath(const std::string& path, const PathOptions& options,
     Status status = OpenLockFile(path, options, &fd, &writable);
     if (!status.ok()) return status;
     status = lock(fd.get());
-    if (!status.ok()) return status;
+    if (!status.ok()) {
+      let_go(std::move(fd), false);
+      return status;
+    }
     struct stat st;
     if (::fstat(fd.get(), &st) != 0) {
       const int err = errno;
-      unlock(fd.get());
+      let_go(std::move(fd), true);
       return Status::Error(err);
     }
     if (PathNamesInode(path, options.follow_symlinks, st.st_dev, st.st_ino)) {
@@ -93,7 +97,7 @@ Status LockThroughPath(const std::string& path, const PathOptions& options,
     }
     // The previous holder removed or replaced the file while we waited:
     // let go of the orphan and try the file PATH names now.
-    unlock(fd.get());
+    let_go(std::move(fd), true);
     if (!deadline.is_immediate() && deadline.Expired()) return Status::Error(ETIMEDOUT);
   }
 }

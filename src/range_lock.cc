@@ -202,6 +202,7 @@ void CountLive(const Where& where, int delta) {
     auto it = g_by_inode.find(where.inode);
     if (it == g_by_inode.end()) return;
     it->second.live += delta;
+    if (it->second.live <= 0 && it->second.all.empty()) g_by_inode.erase(it);
   }
 }
 
@@ -271,7 +272,11 @@ void Give(const Where& where, RangeMode mode, off_t start, off_t end) {
     if (after.mode() != before.mode()) AddRun(&runs, a, b, after.mode());
   });
   for (const Run& run : runs) KernelSet(where.fd, run.mode, run.start, run.end, false);
-  if (!g_ofd) g_released.notify_all();
+  if (!g_ofd) {
+    InodeEntry& entry = g_by_inode[where.inode];
+    if (entry.all.empty()) entry.deferred.clear();  // nothing left to drop
+    g_released.notify_all();
+  }
 }
 
 }  // namespace
@@ -314,6 +319,33 @@ Status FindConflict(int fd, int mode, off_t start, off_t end, Conflict* out) {
   out->length = fl.l_len;
   out->pid = fl.l_pid > 0 ? fl.l_pid : -1;
   return status;
+}
+
+Status FindConflictAt(const std::string& path, int mode, off_t start, off_t end,
+                      Conflict* out) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
+  if (!fd.valid()) return Status::Error(errno);
+  const Status status = FindConflict(fd.get(), mode, start, end, out);
+  CloseKeepingLocks(std::move(fd));
+  return status;
+}
+
+void CloseKeepingLocks(UniqueFd fd) {
+  if (g_ofd || !fd.valid()) return;  // fd closes here
+  InodeKey inode;
+  if (!InodeOf(fd.get(), &inode).ok()) return;
+  std::lock_guard<std::mutex> hold(g_mutex);
+  auto it = g_by_inode.find(inode);
+  if (it != g_by_inode.end() && !it->second.all.empty()) {
+    it->second.deferred.push_back(std::move(fd));
+  }
+}
+
+bool ClassicLocksHeld(dev_t dev, ino_t ino) {
+  if (g_ofd) return false;
+  std::lock_guard<std::mutex> hold(g_mutex);
+  auto it = g_by_inode.find({dev, ino});
+  return it != g_by_inode.end() && !it->second.all.empty();
 }
 
 bool RangeLock::InOwnerProcess() const { return file_.owner_pid == CurrentPid(); }
@@ -366,7 +398,11 @@ Status RangeLock::AcquirePath(const std::string& path, int mode, off_t start,
         const Status found = InodeOf(fd, &inode);
         return found.ok() ? Take({fd, inode}, want, start, end, deadline) : found;
       },
-      [&](int fd) { Give({fd, inode}, want, start, end); }, &file);
+      [&](UniqueFd fd, bool locked) {
+        if (locked) Give({fd.get(), inode}, want, start, end);
+        CloseKeepingLocks(std::move(fd));
+      },
+      &file);
   if (!status.ok()) return status;
   {
     std::lock_guard<std::mutex> hold(g_mutex);
@@ -397,19 +433,11 @@ void RangeLock::Release() {
       ::unlink(file_.path.c_str());
     }
     if (state_ == State::kHeld) Give(where, ToRangeMode(mode_), start_, end_);
-    std::lock_guard<std::mutex> hold(g_mutex);
-    CountLive(where, -1);
-    if (!g_ofd && file_.owned.valid()) {
-      auto it = g_by_inode.find(where.inode);
-      if (it != g_by_inode.end()) {
-        if (!it->second.all.empty()) {
-          // Closing now would drop the locks other owners hold on the inode.
-          it->second.deferred.push_back(std::move(file_.owned));
-        } else {
-          g_by_inode.erase(it);  // closes the deferred descriptors too
-        }
-      }
+    {
+      std::lock_guard<std::mutex> hold(g_mutex);
+      CountLive(where, -1);
     }
+    CloseKeepingLocks(std::move(file_.owned));
   }
   file_.owned.reset();
   file_.fd = -1;

@@ -52,6 +52,19 @@ struct Conflict {
 // now, with other processes or other handles of this process. Never blocks.
 Status FindConflict(int fd, int mode, off_t start, off_t end, Conflict* out);
 
+// The same for PATH, opened read-only for the question (every holder counts).
+Status FindConflictAt(const std::string& path, int mode, off_t start, off_t end,
+                      Conflict* out);
+
+// Closes fd -- unless this process holds classic POSIX range locks on its
+// inode, which any close of a descriptor of that inode would drop: then the
+// descriptor is kept open until the last of those locks is released.
+void CloseKeepingLocks(UniqueFd fd);
+
+// Whether this process holds classic POSIX range locks on dev/ino (always
+// false with OFD locks).
+bool ClassicLocksHeld(dev_t dev, ino_t ino);
+
 class RangeLock final {
  public:
   enum class State { kReleased, kHeld, kLost };
@@ -96,6 +109,8 @@ class RangeLock final {
   int fd() const { return file_.fd; }
   bool writable() const { return file_.writable; }
   const std::string& path() const { return file_.path; }
+  dev_t dev() const { return file_.dev; }
+  ino_t ino() const { return file_.ino; }
   bool InOwnerProcess() const;
 
  private:

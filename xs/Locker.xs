@@ -33,6 +33,7 @@ extern "C" {
 #define MY_CXT_KEY "File::Locker::_guts" XS_VERSION
 typedef struct {
     HV *guard_stash;
+    AV *kept_handles; /* @File::Locker::_kept_handles */
 } my_cxt_t;
 START_MY_CXT
 
@@ -405,6 +406,26 @@ guard_release(pTHX_ Guard *guard)
         with_lock(guard, [](auto &lock) { lock.Forget(); });
 }
 
+/* Lets go of kept fh() handles whose file has no classic locks left. */
+void
+sweep_kept_handles(pTHX_ AV *kept)
+{
+    if (AvFILLp(kept) < 0)
+        return;
+    for (SSize_t i = AvFILLp(kept); i >= 0; --i) {
+        AV *const entry = (AV *)SvRV(AvARRAY(kept)[i]);
+        const dev_t dev = (dev_t)SvUV(AvARRAY(entry)[0]);
+        const ino_t ino = (ino_t)SvUV(AvARRAY(entry)[1]);
+        if (locker::ClassicLocksHeld(dev, ino))
+            continue;
+        SV *const gone = AvARRAY(kept)[i];
+        AvARRAY(kept)[i] = AvARRAY(kept)[AvFILLp(kept)];
+        AvARRAY(kept)[AvFILLp(kept)] = NULL;
+        AvFILLp(kept)--;
+        SvREFCNT_dec(gone);
+    }
+}
+
 /* Wraps a heap Guard in a new mortal File::Locker::Guard object. */
 SV *
 new_guard_object(pTHX_ std::unique_ptr<Guard> guard)
@@ -435,19 +456,29 @@ range_arguments(pTHX_ SV *offset, SV *length, const char *func)
     NV values[2];
     SV *args[2] = {offset, length};
     const char *names[2] = {"OFFSET", "LENGTH"};
+    off_t exact[2];
     for (int i = 0; i < 2; ++i) {
         SvGETMAGIC(args[i]);
         if (!SvOK(args[i]) || !looks_like_number(args[i]))
             Perl_croak(aTHX_ "%s: %s must be a non-negative integer", func, names[i]);
+        if (SvIOK(args[i])) { /* exact: NVs lose precision above 2**53 */
+            if (SvIsUV(args[i]) ? SvUVX(args[i]) > (UV)IV_MAX : SvIVX(args[i]) < 0) {
+                if (SvIsUV(args[i]))
+                    Perl_croak(aTHX_ "%s: %s is too large for this platform's off_t", func, names[i]);
+                Perl_croak(aTHX_ "%s: %s must be a non-negative integer", func, names[i]);
+            }
+            exact[i] = (off_t)SvIVX(args[i]);
+            continue;
+        }
         values[i] = SvNV_nomg(args[i]);
         if (Perl_isnan(values[i]) || values[i] < 0 || values[i] != floor(values[i]))
             Perl_croak(aTHX_ "%s: %s must be a non-negative integer", func, names[i]);
         if (values[i] >= 9223372036854775808.0) /* 2**63: beyond off_t */
             Perl_croak(aTHX_ "%s: %s is too large for this platform's off_t", func, names[i]);
+        exact[i] = (off_t)values[i];
     }
-    /* Exact integers where Perl has them (NVs lose precision above 2**53). */
-    const off_t start = SvIOK(offset) && !SvIsUV(offset) ? (off_t)SvIVX(offset) : (off_t)values[0];
-    const off_t len = SvIOK(length) && !SvIsUV(length) ? (off_t)SvIVX(length) : (off_t)values[1];
+    const off_t start = exact[0];
+    const off_t len = exact[1];
     if (!locker::RangeEnd(start, len, &range.end).ok())
         Perl_croak(aTHX_ "%s: OFFSET + LENGTH is too large for this platform's off_t", func);
     range.start = start;
@@ -512,19 +543,6 @@ take_lock(pTHX_ SV *target, int mode, const ByteRange &range,
     }
 }
 
-/* Opens PATH read-only for range_conflict, or takes FH's descriptor. */
-int
-inspect_fd(pTHX_ SV *target, const char *func, locker::UniqueFd *owned)
-{
-    if (is_handle(aTHX_ target)) {
-        PerlIO *fp;
-        return handle_fd(aTHX_ target, &fp);
-    }
-    const std::string path = path_argument(aTHX_ target, func);
-    owned->reset(open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
-    return owned->get();
-}
-
 /* Guard method prologue for methods that change the lock. */
 Guard *
 guard_for_change(pTHX_ SV *self, const char *method)
@@ -547,6 +565,7 @@ BOOT:
 {
     MY_CXT_INIT;
     MY_CXT.guard_stash = gv_stashpvs("File::Locker::Guard", GV_ADD);
+    MY_CXT.kept_handles = get_av("File::Locker::_kept_handles", GV_ADD);
 }
 
 void
@@ -554,6 +573,7 @@ CLONE(...)
   PPCODE:
     MY_CXT_CLONE;
     MY_CXT.guard_stash = gv_stashpvs("File::Locker::Guard", GV_ADD);
+    MY_CXT.kept_handles = get_av("File::Locker::_kept_handles", GV_ADD);
     PERL_UNUSED_VAR(items);
     XSRETURN_EMPTY;
 
@@ -636,22 +656,17 @@ range_conflict(target, mode, offset, length)
         (void)path_argument(aTHX_ target, "range_conflict");
     locker::Conflict conflict;
     int err = 0;
-    {
-        locker::UniqueFd owned;
-        const int fd = inspect_fd(aTHX_ target, "range_conflict", &owned);
-        if (fd < 0)
-            err = errno;
-        else {
-            const locker::Status status =
-                locker::FindConflict(fd, want, range.start, range.end, &conflict);
-            err = status.err();
-        }
+    if (is_handle(aTHX_ target)) {
+        PerlIO *fp;
+        const int fd = handle_fd(aTHX_ target, &fp);
+        err = fd < 0 ? errno : locker::FindConflict(fd, want, range.start, range.end, &conflict).err();
     }
-    if (err) {
-        errno = err;
-        XSRETURN_UNDEF;
+    else {
+        err = locker::FindConflictAt(path_argument(aTHX_ target, "range_conflict"), want,
+                                     range.start, range.end, &conflict).err();
     }
-    if (!conflict.found)
+    errno = err; /* 0 when the answer is "free" */
+    if (err || !conflict.found)
         XSRETURN_UNDEF;
     HV *const hv = newHV();
     ST(0) = sv_2mortal(newRV_noinc((SV *)hv));
@@ -851,10 +866,25 @@ DESTROY(self)
             sv_setiv(SvRV(self), 0);
             guard_release(aTHX_ guard);
             SV *const handle = guard->handle;
+            const bool keep = handle && guard->range && !guard->borrowed &&
+                              locker::ClassicLocksHeld(guard->range->dev(), guard->range->ino());
+            dMY_CXT;
+            AV *const kept = MY_CXT.kept_handles;
+            if (keep) {
+                /* Closing fh()'s descriptor would drop this process's other
+                 * classic locks on the file: keep it until they are gone. */
+                AV *const entry = newAV();
+                av_push(entry, newSVuv((UV)guard->range->dev()));
+                av_push(entry, newSVuv((UV)guard->range->ino()));
+                av_push(entry, handle);
+                av_push(kept, newRV_noinc((SV *)entry));
+            }
             {
                 std::unique_ptr<Guard> doomed(guard);
             }
-            SvREFCNT_dec(handle);
+            if (!keep)
+                SvREFCNT_dec(handle);
+            sweep_kept_handles(aTHX_ kept);
         }
     }
     XSRETURN_EMPTY;

@@ -1,0 +1,731 @@
+// Tests for OpenLockFile, LockThroughPath and FileLock: whole-file flock(2)
+// locks held by a guard, and lock files in shared directories.
+#include "file_lock.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <memory>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <utility>
+
+#include "deadline.h"
+#include "process.h"
+#include "status.h"
+#include "unique_fd.h"
+
+namespace locker {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::steady_clock;
+
+std::string ErrName(int err) {
+  if (err == 0) return "OK";
+  const char* name = ::strerrorname_np(err);
+  return name ? name : "errno " + std::to_string(err);
+}
+
+// Compares errno values by name, so that failures read "ELOOP vs OK".
+#define EXPECT_ERR(expected, status) EXPECT_EQ(ErrName(expected), ErrName((status).err()))
+#define ASSERT_OK(status) ASSERT_EQ("OK", ErrName((status).err()))
+#define EXPECT_OK(status) EXPECT_EQ("OK", ErrName((status).err()))
+
+// A private directory under $TMPDIR (or /tmp), removed with its contents.
+class TempDir final {
+ public:
+  TempDir() {
+    const char* base = ::getenv("TMPDIR");
+    std::string name = std::string(base && *base ? base : "/tmp") + "/locker-test-XXXXXX";
+    if (::mkdtemp(name.data()) != nullptr) path_ = name;
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  ~TempDir() {
+    std::error_code ignored;
+    if (!path_.empty()) std::filesystem::remove_all(path_, ignored);
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// Open descriptors of this process.
+int CountOpenFds() {
+  int count = 0;
+  std::error_code error;
+  for (auto it = std::filesystem::directory_iterator("/proc/self/fd", error);
+       !error && it != std::filesystem::directory_iterator(); it.increment(error)) {
+    ++count;
+  }
+  return count;
+}
+
+bool Exists(const std::string& path) {
+  struct stat st;
+  return ::lstat(path.c_str(), &st) == 0;
+}
+
+ino_t InodeOfPath(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 ? st.st_ino : 0;
+}
+
+ino_t InodeOfFd(int fd) {
+  struct stat st;
+  return ::fstat(fd, &st) == 0 ? st.st_ino : 0;
+}
+
+// Writes `content` to a new file at path (replacing nothing).
+void WriteFile(const std::string& path, const std::string& content) {
+  std::ofstream out(path, std::ios::binary);
+  out << content;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+// Whether the kernel lists a blocked flock(2) request on inode `ino`.
+bool FlockWaiterListed(ino_t ino) {
+  std::ifstream locks("/proc/locks");
+  const std::string inode = ":" + std::to_string(ino) + " ";
+  std::string line;
+  while (std::getline(locks, line)) {
+    if (line.find("-> FLOCK") != std::string::npos && line.find(inode) != std::string::npos) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// Waits (up to 10 s) until a thread is blocked in flock(2) on `ino`. Polls the
+// kernel's own record of the waiter, so no guess about timing is involved.
+bool WaitForFlockWaiter(ino_t ino) {
+  const auto give_up = steady_clock::now() + std::chrono::seconds(10);
+  while (!FlockWaiterListed(ino)) {
+    if (steady_clock::now() > give_up) return false;
+    std::this_thread::sleep_for(milliseconds(1));
+  }
+  return true;
+}
+
+std::atomic<int> g_usr1_seen{0};
+void CountUsr1(int) { ++g_usr1_seen; }
+
+// Installs a SIGUSR1 handler without SA_RESTART for the scope, so that a
+// blocking wait it interrupts sees EINTR.
+class Usr1Handler final {
+ public:
+  Usr1Handler() {
+    struct sigaction action {};
+    action.sa_handler = CountUsr1;
+    sigemptyset(&action.sa_mask);
+    ::sigaction(SIGUSR1, &action, &old_);
+  }
+  ~Usr1Handler() { ::sigaction(SIGUSR1, &old_, nullptr); }
+
+ private:
+  struct sigaction old_;
+};
+
+// Runs fn() in a thread that is blocked in flock(2) on `ino`, interrupting it
+// with SIGUSR1 until fn returns; returns what it returned.
+template <typename Fn>
+Status RunInterrupted(ino_t ino, Fn&& fn) {
+  Usr1Handler handler;
+  std::promise<Status> outcome;
+  std::future<Status> result = outcome.get_future();
+  std::thread worker([&] { outcome.set_value(fn()); });
+  EXPECT_TRUE(WaitForFlockWaiter(ino)) << "the wait never started";
+  // A signal can still land just before the blocking call: send until done.
+  while (result.wait_for(milliseconds(20)) != std::future_status::ready) {
+    ::pthread_kill(worker.native_handle(), SIGUSR1);
+  }
+  worker.join();
+  return result.get();
+}
+
+class FileLockTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_FALSE(dir_.path().empty()) << "mkdtemp: " << strerror(errno);
+    path_ = dir_.path() + "/lock";
+  }
+
+  // A new open file description of path (created if missing).
+  UniqueFd Open(const std::string& path, int flags = O_RDWR) {
+    UniqueFd fd(::open(path.c_str(), flags | O_CREAT | O_CLOEXEC, 0600));
+    EXPECT_TRUE(fd.valid()) << path << ": " << strerror(errno);
+    return fd;
+  }
+
+  // Whether a separate descriptor could take `op` on path right now.
+  bool CanLock(const std::string& path, int op) {
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    EXPECT_TRUE(fd.valid()) << path << ": " << strerror(errno);
+    return ::flock(fd.get(), op | LOCK_NB) == 0;
+  }
+
+  TempDir dir_;
+  std::string path_;
+};
+
+// ---- OpenLockFile ----------------------------------------------------------
+
+TEST_F(FileLockTest, OpenLockFileCreatesWithPermsAndCloexec) {
+  const mode_t old_umask = ::umask(0);
+  PathOptions options;
+  options.perms = 0640;
+  UniqueFd fd;
+  bool writable = false;
+  const Status status = OpenLockFile(path_, options, &fd, &writable);
+
+  const std::string second = dir_.path() + "/second";
+  ::umask(027);
+  options.perms = 0666;
+  UniqueFd fd2;
+  bool writable2 = false;
+  const Status status2 = OpenLockFile(second, options, &fd2, &writable2);
+  ::umask(old_umask);
+
+  ASSERT_OK(status);
+  EXPECT_TRUE(fd.valid());
+  EXPECT_TRUE(writable);
+  struct stat st;
+  ASSERT_EQ(0, ::fstat(fd.get(), &st));
+  EXPECT_TRUE(S_ISREG(st.st_mode));
+  EXPECT_EQ(0640u, st.st_mode & 07777);
+  EXPECT_EQ(FD_CLOEXEC, ::fcntl(fd.get(), F_GETFD) & FD_CLOEXEC);
+  EXPECT_EQ(O_RDWR, ::fcntl(fd.get(), F_GETFL) & O_ACCMODE);
+
+  ASSERT_OK(status2);
+  ASSERT_EQ(0, ::fstat(fd2.get(), &st));
+  EXPECT_EQ(0640u, st.st_mode & 07777);  // 0666 less umask 027
+}
+
+TEST_F(FileLockTest, OpenLockFileNeverTruncates) {
+  WriteFile(path_, "precious content");
+  UniqueFd fd;
+  bool writable = false;
+  ASSERT_OK(OpenLockFile(path_, PathOptions(), &fd, &writable));
+  EXPECT_TRUE(writable);
+  EXPECT_EQ("precious content", ReadFile(path_));
+  struct stat st;
+  ASSERT_EQ(0, ::fstat(fd.get(), &st));
+  EXPECT_EQ(16, st.st_size);
+}
+
+TEST_F(FileLockTest, OpenLockFileWithoutCreate) {
+  PathOptions options;
+  options.create = false;
+  UniqueFd fd;
+  bool writable = false;
+  EXPECT_ERR(ENOENT, OpenLockFile(path_, options, &fd, &writable));
+  EXPECT_FALSE(fd.valid());
+  EXPECT_FALSE(Exists(path_));
+
+  WriteFile(path_, "x");
+  EXPECT_OK(OpenLockFile(path_, options, &fd, &writable));
+  EXPECT_TRUE(fd.valid());
+}
+
+TEST_F(FileLockTest, OpenLockFileRefusesSymlinksWithEloop) {
+  const std::string target = dir_.path() + "/target";
+  WriteFile(target, "t");
+  ASSERT_EQ(0, ::symlink(target.c_str(), path_.c_str()));
+  const std::string dangling = dir_.path() + "/dangling";
+  const std::string missing = dir_.path() + "/missing";
+  ASSERT_EQ(0, ::symlink(missing.c_str(), dangling.c_str()));
+  const std::string to_dir = dir_.path() + "/to-dir";
+  ASSERT_EQ(0, ::symlink(dir_.path().c_str(), to_dir.c_str()));
+
+  for (const bool create : {true, false}) {
+    SCOPED_TRACE(create ? "create" : "no create");
+    PathOptions options;
+    options.create = create;
+    UniqueFd fd;
+    bool writable = false;
+    EXPECT_ERR(ELOOP, OpenLockFile(path_, options, &fd, &writable));
+    EXPECT_ERR(ELOOP, OpenLockFile(dangling, options, &fd, &writable));
+    EXPECT_ERR(ELOOP, OpenLockFile(to_dir, options, &fd, &writable));
+    EXPECT_FALSE(fd.valid());
+  }
+  EXPECT_FALSE(Exists(missing)) << "created the symlink's target";
+}
+
+TEST_F(FileLockTest, OpenLockFileFollowsSymlinksWhenAsked) {
+  const std::string target = dir_.path() + "/target";
+  WriteFile(target, "t");
+  ASSERT_EQ(0, ::symlink(target.c_str(), path_.c_str()));
+  PathOptions options;
+  options.follow_symlinks = true;
+  UniqueFd fd;
+  bool writable = false;
+  ASSERT_OK(OpenLockFile(path_, options, &fd, &writable));
+  EXPECT_TRUE(writable);
+  EXPECT_EQ(InodeOfPath(target), InodeOfFd(fd.get()));
+  EXPECT_TRUE(PathNamesInode(path_, true, 0, 0) == false);
+  struct stat st;
+  ASSERT_EQ(0, ::fstat(fd.get(), &st));
+  EXPECT_TRUE(PathNamesInode(path_, true, st.st_dev, st.st_ino));
+  EXPECT_FALSE(PathNamesInode(path_, false, st.st_dev, st.st_ino));  // the link itself
+}
+
+TEST_F(FileLockTest, OpenLockFileOpensDirectoriesReadOnly) {
+  for (const bool create : {true, false}) {
+    SCOPED_TRACE(create ? "create" : "no create");
+    PathOptions options;
+    options.create = create;
+    UniqueFd fd;
+    bool writable = true;
+    ASSERT_OK(OpenLockFile(dir_.path(), options, &fd, &writable));
+    EXPECT_FALSE(writable);
+    struct stat st;
+    ASSERT_EQ(0, ::fstat(fd.get(), &st));
+    EXPECT_TRUE(S_ISDIR(st.st_mode));
+    EXPECT_EQ(0, ::flock(fd.get(), LOCK_EX | LOCK_NB));
+  }
+}
+
+TEST_F(FileLockTest, OpenLockFileFallsBackToReadOnly) {
+  // A running executable cannot be opened for writing (ETXTBSY), even by root.
+  PathOptions options;
+  options.create = false;
+  options.follow_symlinks = true;
+  UniqueFd fd;
+  bool writable = true;
+  ASSERT_OK(OpenLockFile("/proc/self/exe", options, &fd, &writable));
+  EXPECT_FALSE(writable);
+  EXPECT_EQ(O_RDONLY, ::fcntl(fd.get(), F_GETFL) & O_ACCMODE);
+  EXPECT_EQ(0, ::flock(fd.get(), LOCK_SH | LOCK_NB));
+
+  if (::geteuid() == 0) return;  // root may write any file: no EACCES case
+  WriteFile(path_, "x");
+  ASSERT_EQ(0, ::chmod(path_.c_str(), 0444));
+  fd.reset();
+  ASSERT_OK(OpenLockFile(path_, PathOptions(), &fd, &writable));
+  EXPECT_FALSE(writable);
+}
+
+// ---- FileLock through a path -----------------------------------------------
+
+TEST_F(FileLockTest, AcquirePathAndRelease) {
+  FileLock lock;
+  EXPECT_TRUE(lock.released());
+  ASSERT_OK(lock.AcquirePath(path_, LOCK_EX, PathOptions(), Deadline::Never()));
+  EXPECT_TRUE(lock.held());
+  EXPECT_EQ(FileLock::State::kHeld, lock.state());
+  EXPECT_EQ(LOCK_EX, lock.mode());
+  EXPECT_EQ(path_, lock.path());
+  EXPECT_TRUE(lock.writable());
+  EXPECT_TRUE(lock.InOwnerProcess());
+  EXPECT_EQ(InodeOfPath(path_), InodeOfFd(lock.fd()));
+  EXPECT_FALSE(CanLock(path_, LOCK_SH));
+
+  lock.Release();
+  EXPECT_TRUE(lock.released());
+  EXPECT_EQ(-1, lock.fd());
+  EXPECT_TRUE(CanLock(path_, LOCK_EX));
+  EXPECT_TRUE(Exists(path_));  // no unlink asked for
+  lock.Release();              // a second call does nothing
+  EXPECT_TRUE(lock.released());
+}
+
+TEST_F(FileLockTest, AcquirePathShared) {
+  FileLock a, b;
+  ASSERT_OK(a.AcquirePath(path_, LOCK_SH, PathOptions(), Deadline::Never()));
+  ASSERT_OK(b.AcquirePath(path_, LOCK_SH | LOCK_NB, PathOptions(), Deadline::Never()));
+  EXPECT_EQ(LOCK_SH, b.mode());  // LOCK_NB is not part of the mode
+  EXPECT_TRUE(CanLock(path_, LOCK_SH));
+  EXPECT_FALSE(CanLock(path_, LOCK_EX));
+  FileLock c;
+  EXPECT_ERR(EWOULDBLOCK, c.AcquirePath(path_, LOCK_EX | LOCK_NB, PathOptions(),
+                                        Deadline::Never()));
+  EXPECT_TRUE(c.released());
+}
+
+TEST_F(FileLockTest, AcquirePathBusyAndTimedOut) {
+  UniqueFd holder = Open(path_);
+  ASSERT_EQ(0, ::flock(holder.get(), LOCK_EX));
+  const int fds = CountOpenFds();
+  FileLock lock;
+  EXPECT_ERR(EWOULDBLOCK, lock.AcquirePath(path_, LOCK_EX | LOCK_NB, PathOptions(),
+                                           Deadline::After(5)));
+  EXPECT_ERR(EWOULDBLOCK, lock.AcquirePath(path_, LOCK_SH, PathOptions(), Deadline::Now()));
+  const auto start = steady_clock::now();
+  EXPECT_ERR(ETIMEDOUT, lock.AcquirePath(path_, LOCK_SH, PathOptions(), Deadline::After(0.1)));
+  EXPECT_GE(steady_clock::now() - start, milliseconds(100));
+  EXPECT_TRUE(lock.released());
+  EXPECT_EQ(fds, CountOpenFds()) << "a failed acquire left a descriptor open";
+}
+
+TEST_F(FileLockTest, AcquirePathOnADirectory) {
+  FileLock lock;
+  ASSERT_OK(lock.AcquirePath(dir_.path(), LOCK_EX, PathOptions(), Deadline::Never()));
+  EXPECT_FALSE(lock.writable());
+  EXPECT_FALSE(CanLock(dir_.path(), LOCK_SH));
+  lock.Release();
+  EXPECT_TRUE(CanLock(dir_.path(), LOCK_EX));
+}
+
+TEST_F(FileLockTest, AcquirePathRefusesASymlink) {
+  const std::string target = dir_.path() + "/target";
+  WriteFile(target, "");
+  ASSERT_EQ(0, ::symlink(target.c_str(), path_.c_str()));
+  FileLock lock;
+  EXPECT_ERR(ELOOP, lock.AcquirePath(path_, LOCK_EX, PathOptions(), Deadline::Never()));
+  PathOptions follow;
+  follow.follow_symlinks = true;
+  ASSERT_OK(lock.AcquirePath(path_, LOCK_EX, follow, Deadline::Never()));
+  EXPECT_FALSE(CanLock(target, LOCK_SH));
+}
+
+TEST_F(FileLockTest, ReleaseWithUnlinkRemovesTheFile) {
+  PathOptions options;
+  options.unlink = true;
+  for (const int mode : {LOCK_EX, LOCK_SH}) {
+    FileLock lock;
+    ASSERT_OK(lock.AcquirePath(path_, mode, options, Deadline::Never()));
+    ASSERT_TRUE(Exists(path_));
+    lock.Release();
+    EXPECT_FALSE(Exists(path_)) << "mode " << mode;
+  }
+}
+
+TEST_F(FileLockTest, ReleaseWithUnlinkSparesAReplacedFile) {
+  PathOptions options;
+  options.unlink = true;
+  FileLock lock;
+  ASSERT_OK(lock.AcquirePath(path_, LOCK_EX, options, Deadline::Never()));
+  const std::string replacement = dir_.path() + "/replacement";
+  WriteFile(replacement, "new");
+  const ino_t new_inode = InodeOfPath(replacement);
+  ASSERT_EQ(0, ::rename(replacement.c_str(), path_.c_str()));
+
+  lock.Release();
+  ASSERT_TRUE(Exists(path_)) << "removed a file it had not locked";
+  EXPECT_EQ(new_inode, InodeOfPath(path_));
+  EXPECT_EQ("new", ReadFile(path_));
+}
+
+TEST_F(FileLockTest, ReleaseWithUnlinkSparesAFileOthersHold) {
+  PathOptions options;
+  options.unlink = true;
+  FileLock first, second;
+  ASSERT_OK(first.AcquirePath(path_, LOCK_SH, options, Deadline::Never()));
+  ASSERT_OK(second.AcquirePath(path_, LOCK_SH, options, Deadline::Never()));
+  first.Release();
+  EXPECT_TRUE(Exists(path_)) << "removed while another holder had it locked";
+  EXPECT_FALSE(CanLock(path_, LOCK_EX));  // the second holder still holds it
+  second.Release();
+  EXPECT_FALSE(Exists(path_));
+}
+
+TEST_F(FileLockTest, AcquirePathRetriesWhenTheFileIsReplacedWhileWaiting) {
+  UniqueFd old_file = Open(path_);
+  ASSERT_EQ(0, ::flock(old_file.get(), LOCK_EX));
+  const ino_t old_inode = InodeOfFd(old_file.get());
+
+  FileLock lock;
+  std::promise<Status> outcome;
+  std::future<Status> result = outcome.get_future();
+  std::thread waiter([&] {
+    outcome.set_value(lock.AcquirePath(path_, LOCK_EX, PathOptions(), Deadline::After(10)));
+  });
+  ASSERT_TRUE(WaitForFlockWaiter(old_inode)) << "the waiter never blocked on the old file";
+
+  const std::string replacement = dir_.path() + "/replacement";
+  WriteFile(replacement, "");
+  const ino_t new_inode = InodeOfPath(replacement);
+  ASSERT_EQ(0, ::rename(replacement.c_str(), path_.c_str()));
+  ASSERT_EQ(0, ::flock(old_file.get(), LOCK_UN));
+  waiter.join();
+
+  ASSERT_OK(result.get());
+  EXPECT_TRUE(lock.held());
+  EXPECT_EQ(new_inode, InodeOfFd(lock.fd())) << "locked the orphaned file";
+  EXPECT_EQ(InodeOfPath(path_), InodeOfFd(lock.fd()));
+  EXPECT_FALSE(CanLock(path_, LOCK_SH));
+  EXPECT_EQ(0, ::flock(old_file.get(), LOCK_EX | LOCK_NB)) << "still holds the old file";
+}
+
+TEST_F(FileLockTest, AcquirePathRetriesWhenTheFileIsRemovedWhileWaiting) {
+  UniqueFd old_file = Open(path_);
+  ASSERT_EQ(0, ::flock(old_file.get(), LOCK_EX));
+  const ino_t old_inode = InodeOfFd(old_file.get());
+
+  FileLock lock;
+  std::promise<Status> outcome;
+  std::future<Status> result = outcome.get_future();
+  std::thread waiter([&] {
+    outcome.set_value(lock.AcquirePath(path_, LOCK_SH, PathOptions(), Deadline::After(10)));
+  });
+  ASSERT_TRUE(WaitForFlockWaiter(old_inode)) << "the waiter never blocked on the old file";
+  ASSERT_EQ(0, ::unlink(path_.c_str()));
+  ASSERT_EQ(0, ::flock(old_file.get(), LOCK_UN));
+  waiter.join();
+
+  ASSERT_OK(result.get());
+  ASSERT_TRUE(Exists(path_)) << "the lock file was not created again";
+  EXPECT_EQ(InodeOfPath(path_), InodeOfFd(lock.fd()));
+  EXPECT_FALSE(CanLock(path_, LOCK_EX));
+}
+
+TEST_F(FileLockTest, InterruptedAcquirePathLeavesNothingBehind) {
+  UniqueFd holder = Open(path_);
+  ASSERT_EQ(0, ::flock(holder.get(), LOCK_EX));
+  const int fds = CountOpenFds();
+  FileLock lock;
+  const Status status = RunInterrupted(InodeOfFd(holder.get()), [&] {
+    return lock.AcquirePath(path_, LOCK_EX, PathOptions(), Deadline::After(10));
+  });
+  EXPECT_ERR(EINTR, status);
+  EXPECT_TRUE(lock.released());
+  EXPECT_EQ(fds, CountOpenFds());
+}
+
+// ---- FileLock on a caller's descriptor --------------------------------------
+
+TEST_F(FileLockTest, AcquireDescriptorAndForget) {
+  UniqueFd fd = Open(path_, O_RDONLY);  // flock(2) needs no write access
+  {
+    FileLock lock;
+    ASSERT_OK(lock.AcquireDescriptor(fd.get(), LOCK_EX, Deadline::Never()));
+    EXPECT_EQ(fd.get(), lock.fd());
+    EXPECT_TRUE(lock.path().empty());
+    EXPECT_FALSE(CanLock(path_, LOCK_SH));
+    lock.Release();
+    EXPECT_TRUE(CanLock(path_, LOCK_EX));
+    EXPECT_EQ(0, ::fcntl(fd.get(), F_GETFD) & 0) << "the borrowed descriptor was closed";
+    ASSERT_NE(-1, ::fcntl(fd.get(), F_GETFD));
+
+    ASSERT_OK(lock.AcquireDescriptor(fd.get(), LOCK_SH, Deadline::Now()));
+    lock.Forget();  // as if the caller had closed fd: nothing is touched
+    EXPECT_TRUE(lock.released());
+    EXPECT_EQ(-1, lock.fd());
+  }
+  // Neither Forget nor the destructor unlocked or closed the descriptor.
+  ASSERT_NE(-1, ::fcntl(fd.get(), F_GETFD));
+  EXPECT_FALSE(CanLock(path_, LOCK_EX));
+  EXPECT_TRUE(CanLock(path_, LOCK_SH));
+}
+
+TEST_F(FileLockTest, AcquireDescriptorErrors) {
+  FileLock lock;
+  EXPECT_ERR(EBADF, lock.AcquireDescriptor(-1, LOCK_EX, Deadline::Never()));
+  UniqueFd fd = Open(path_);
+  EXPECT_ERR(EINVAL, lock.AcquireDescriptor(fd.get(), LOCK_SH | LOCK_EX, Deadline::Never()));
+  EXPECT_TRUE(lock.released());
+}
+
+// ---- Upgrade and Downgrade --------------------------------------------------
+
+TEST_F(FileLockTest, UpgradeAndDowngradeWhenUncontended) {
+  FileLock lock;
+  EXPECT_ERR(ENOLCK, lock.Upgrade(Deadline::Never()));
+  EXPECT_ERR(ENOLCK, lock.Downgrade());
+
+  ASSERT_OK(lock.AcquirePath(path_, LOCK_SH, PathOptions(), Deadline::Never()));
+  EXPECT_OK(lock.Upgrade(Deadline::Now()));
+  EXPECT_EQ(FileLock::State::kHeld, lock.state());
+  EXPECT_EQ(LOCK_EX, lock.mode());
+  EXPECT_FALSE(CanLock(path_, LOCK_SH));
+  EXPECT_OK(lock.Upgrade(Deadline::Now()));  // already exclusive
+  EXPECT_EQ(LOCK_EX, lock.mode());
+
+  EXPECT_OK(lock.Downgrade());
+  EXPECT_EQ(FileLock::State::kHeld, lock.state());
+  EXPECT_EQ(LOCK_SH, lock.mode());
+  EXPECT_TRUE(CanLock(path_, LOCK_SH));
+  EXPECT_FALSE(CanLock(path_, LOCK_EX));
+  EXPECT_OK(lock.Downgrade());  // already shared
+  EXPECT_EQ(LOCK_SH, lock.mode());
+
+  lock.Release();
+  EXPECT_ERR(ENOLCK, lock.Upgrade(Deadline::Now()));
+  EXPECT_ERR(ENOLCK, lock.Downgrade());
+}
+
+TEST_F(FileLockTest, FailedUpgradeTakesTheSharedLockBack) {
+  UniqueFd other = Open(path_);
+  FileLock lock;
+  ASSERT_OK(lock.AcquirePath(path_, LOCK_SH, PathOptions(), Deadline::Never()));
+  ASSERT_EQ(0, ::flock(other.get(), LOCK_SH));
+
+  EXPECT_ERR(EWOULDBLOCK, lock.Upgrade(Deadline::Now()));
+  EXPECT_EQ(FileLock::State::kHeld, lock.state());
+  EXPECT_EQ(LOCK_SH, lock.mode());
+
+  const auto start = steady_clock::now();
+  EXPECT_ERR(ETIMEDOUT, lock.Upgrade(Deadline::After(0.2)));
+  EXPECT_GE(steady_clock::now() - start, milliseconds(200));
+  EXPECT_EQ(FileLock::State::kHeld, lock.state());
+  EXPECT_EQ(LOCK_SH, lock.mode());
+
+  // The shared lock really is held: with the other holder gone, nobody else
+  // can take the file exclusively.
+  ASSERT_EQ(0, ::flock(other.get(), LOCK_UN));
+  EXPECT_FALSE(CanLock(path_, LOCK_EX));
+  EXPECT_TRUE(CanLock(path_, LOCK_SH));
+  EXPECT_OK(lock.Upgrade(Deadline::Now()));
+  EXPECT_EQ(LOCK_EX, lock.mode());
+}
+
+TEST_F(FileLockTest, InterruptedUpgradeIsLostUntilRetried) {
+  UniqueFd other = Open(path_);
+  FileLock lock;
+  ASSERT_OK(lock.AcquirePath(path_, LOCK_SH, PathOptions(), Deadline::Never()));
+  ASSERT_EQ(0, ::flock(other.get(), LOCK_SH));
+  const ino_t inode = InodeOfPath(path_);
+
+  EXPECT_ERR(EINTR, RunInterrupted(inode, [&] { return lock.Upgrade(Deadline::After(10)); }));
+  EXPECT_EQ(FileLock::State::kLost, lock.state());
+  EXPECT_FALSE(lock.held());
+  EXPECT_FALSE(lock.released());
+  // kLost is the truth: with the other holder gone the file is free.
+  ASSERT_EQ(0, ::flock(other.get(), LOCK_UN));
+  EXPECT_TRUE(CanLock(path_, LOCK_EX));
+
+  // From kLost, Downgrade takes a shared lock.
+  EXPECT_OK(lock.Downgrade());
+  EXPECT_EQ(FileLock::State::kHeld, lock.state());
+  EXPECT_EQ(LOCK_SH, lock.mode());
+  EXPECT_FALSE(CanLock(path_, LOCK_EX));
+
+  // Lost again; then a busy Upgrade from kLost takes the shared lock back.
+  ASSERT_EQ(0, ::flock(other.get(), LOCK_SH));
+  EXPECT_ERR(EINTR, RunInterrupted(inode, [&] { return lock.Upgrade(Deadline::After(10)); }));
+  EXPECT_EQ(FileLock::State::kLost, lock.state());
+  EXPECT_ERR(EWOULDBLOCK, lock.Upgrade(Deadline::Now()));
+  EXPECT_EQ(FileLock::State::kHeld, lock.state());
+  EXPECT_EQ(LOCK_SH, lock.mode());
+
+  // Lost again; an uncontended Upgrade from kLost takes the exclusive lock.
+  EXPECT_ERR(EINTR, RunInterrupted(inode, [&] { return lock.Upgrade(Deadline::After(10)); }));
+  ASSERT_EQ(0, ::flock(other.get(), LOCK_UN));
+  EXPECT_OK(lock.Upgrade(Deadline::Now()));
+  EXPECT_EQ(FileLock::State::kHeld, lock.state());
+  EXPECT_EQ(LOCK_EX, lock.mode());
+  EXPECT_FALSE(CanLock(path_, LOCK_SH));
+
+  lock.Release();
+  EXPECT_TRUE(lock.released());
+  EXPECT_TRUE(CanLock(path_, LOCK_EX));
+}
+
+// ---- Ownership: fork and move ------------------------------------------------
+
+TEST_F(FileLockTest, ForkedChildReleaseLeavesTheParentsLock) {
+  PathOptions options;
+  options.unlink = true;
+  FileLock lock;
+  ASSERT_OK(lock.AcquirePath(path_, LOCK_EX, options, Deadline::Never()));
+  ASSERT_TRUE(lock.InOwnerProcess());
+
+  const pid_t child = ::fork();
+  ASSERT_NE(-1, child) << strerror(errno);
+  if (child == 0) {
+    int code = 0;
+    if (CurrentPid() != ::getpid()) code |= 1;
+    if (lock.InOwnerProcess()) code |= 2;
+    lock.Release();
+    if (!lock.released()) code |= 4;
+    ::_exit(code);
+  }
+  int wstatus = 0;
+  ASSERT_EQ(child, ::waitpid(child, &wstatus, 0));
+  ASSERT_TRUE(WIFEXITED(wstatus));
+  EXPECT_EQ(0, WEXITSTATUS(wstatus) & 1) << "CurrentPid() in the child is the parent's";
+  EXPECT_EQ(0, WEXITSTATUS(wstatus) & 2) << "the child thinks it took the lock";
+  EXPECT_EQ(0, WEXITSTATUS(wstatus) & 4) << "Release in the child left it held";
+
+  EXPECT_TRUE(lock.held());
+  EXPECT_TRUE(Exists(path_)) << "the child removed the lock file";
+  EXPECT_FALSE(CanLock(path_, LOCK_SH)) << "the child's release unlocked the parent";
+  EXPECT_EQ(::getpid(), CurrentPid());
+  lock.Release();
+  EXPECT_FALSE(Exists(path_));
+}
+
+TEST_F(FileLockTest, MoveTransfersTheLock) {
+  FileLock target;
+  {
+    auto source = std::make_unique<FileLock>();
+    ASSERT_OK(source->AcquirePath(path_, LOCK_EX, PathOptions(), Deadline::Never()));
+    target = std::move(*source);
+  }  // the moved-from object is destroyed here
+  EXPECT_TRUE(target.held());
+  EXPECT_FALSE(CanLock(path_, LOCK_SH)) << "destroying the moved-from object unlocked it";
+
+  FileLock constructed(std::move(target));
+  target.Release();  // the moved-from object, released explicitly
+  EXPECT_TRUE(constructed.held());
+  EXPECT_FALSE(CanLock(path_, LOCK_SH)) << "releasing the moved-from object unlocked it";
+  constructed.Release();
+  EXPECT_TRUE(CanLock(path_, LOCK_EX));
+}
+
+// ---- Descriptors ---------------------------------------------------------------
+
+TEST_F(FileLockTest, NoDescriptorLeaksOverManyCycles) {
+  const std::string busy = dir_.path() + "/busy";
+  UniqueFd busy_holder = Open(busy);
+  ASSERT_EQ(0, ::flock(busy_holder.get(), LOCK_EX));
+  const std::string link = dir_.path() + "/link";
+  ASSERT_EQ(0, ::symlink(busy.c_str(), link.c_str()));
+  PathOptions unlink_options;
+  unlink_options.unlink = true;
+  UniqueFd borrowed = Open(path_);
+
+  const int before = CountOpenFds();
+  for (int i = 0; i < 1000; ++i) {
+    FileLock lock;
+    ASSERT_OK(lock.AcquirePath(path_, i % 2 ? LOCK_EX : LOCK_SH, PathOptions(),
+                               Deadline::Never()));
+    lock.Release();
+    ASSERT_OK(lock.AcquirePath(path_, LOCK_EX, unlink_options, Deadline::After(1)));
+    ASSERT_OK(lock.Upgrade(Deadline::Now()));
+    ASSERT_OK(lock.Downgrade());
+    // Acquiring again releases what was held first.
+    ASSERT_OK(lock.AcquirePath(path_, LOCK_EX, unlink_options, Deadline::Now()));
+    lock.Release();
+    ASSERT_EQ(ErrName(EWOULDBLOCK),
+              ErrName(lock.AcquirePath(busy, LOCK_EX | LOCK_NB, PathOptions(),
+                                       Deadline::Never()).err()));
+    ASSERT_EQ(ErrName(ELOOP), ErrName(lock.AcquirePath(link, LOCK_EX, PathOptions(),
+                                                       Deadline::Never()).err()));
+    ASSERT_OK(lock.AcquireDescriptor(borrowed.get(), LOCK_EX, Deadline::Now()));
+    // Destroyed while holding a path lock.
+    ASSERT_OK(lock.AcquirePath(path_, LOCK_SH, PathOptions(), Deadline::Now()));
+  }
+  for (int i = 0; i < 10; ++i) {  // timed failures, which arm a timer
+    FileLock lock;
+    ASSERT_EQ(ErrName(ETIMEDOUT),
+              ErrName(lock.AcquirePath(busy, LOCK_SH, PathOptions(), Deadline::After(0.01))
+                          .err()));
+  }
+  EXPECT_EQ(before, CountOpenFds());
+  EXPECT_TRUE(CanLock(path_, LOCK_EX));
+}
+
+}  // namespace
+}  // namespace locker

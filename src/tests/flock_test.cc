@@ -1,0 +1,490 @@
+// Tests for Flock (whole-file flock(2) locks with a deadline) and the timed
+// waits behind it (LockBefore, ThreadWaitTimer).
+#include "flock_lock.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+#include "deadline.h"
+#include "status.h"
+#include "unique_fd.h"
+#include "wait_timer.h"
+
+namespace locker {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::steady_clock;
+
+std::string ErrName(int err) {
+  if (err == 0) return "OK";
+  const char* name = ::strerrorname_np(err);
+  return name ? name : "errno " + std::to_string(err);
+}
+
+// Compares errno values by name, so that failures read "ETIMEDOUT vs EINTR".
+#define EXPECT_ERR(expected, status) EXPECT_EQ(ErrName(expected), ErrName((status).err()))
+#define ASSERT_ERR(expected, status) ASSERT_EQ(ErrName(expected), ErrName((status).err()))
+
+milliseconds Since(steady_clock::time_point start) {
+  return std::chrono::duration_cast<milliseconds>(steady_clock::now() - start);
+}
+
+// A private directory under $TMPDIR (or /tmp), removed with its contents.
+class TempDir final {
+ public:
+  TempDir() {
+    const char* base = ::getenv("TMPDIR");
+    std::string name = std::string(base && *base ? base : "/tmp") + "/locker-test-XXXXXX";
+    if (::mkdtemp(name.data()) != nullptr) path_ = name;
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  ~TempDir() {
+    std::error_code ignored;
+    if (!path_.empty()) std::filesystem::remove_all(path_, ignored);
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// POSIX timers this process has now (/proc/self/timers lists them), or -1.
+int CountTimers() {
+  std::ifstream timers("/proc/self/timers");
+  if (!timers) return -1;
+  int count = 0;
+  std::string line;
+  while (std::getline(timers, line)) count += line.rfind("ID:", 0) == 0;
+  return count;
+}
+
+// Whether the kernel lists a blocked flock(2) request on inode `ino`.
+bool FlockWaiterListed(ino_t ino) {
+  std::ifstream locks("/proc/locks");
+  const std::string inode = ":" + std::to_string(ino) + " ";
+  std::string line;
+  while (std::getline(locks, line)) {
+    if (line.find("-> FLOCK") != std::string::npos && line.find(inode) != std::string::npos) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// Waits (up to 10 s) until a thread is blocked in flock(2) on `ino`. Polls the
+// kernel's own record of the waiter, so no guess about timing is involved.
+bool WaitForFlockWaiter(ino_t ino) {
+  const auto give_up = steady_clock::now() + std::chrono::seconds(10);
+  while (!FlockWaiterListed(ino)) {
+    if (steady_clock::now() > give_up) return false;
+    std::this_thread::sleep_for(milliseconds(1));
+  }
+  return true;
+}
+
+class FlockTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_FALSE(dir_.path().empty()) << "mkdtemp: " << strerror(errno);
+    std::string name = dir_.path() + "/lock-XXXXXX";
+    const int fd = ::mkostemp(name.data(), O_CLOEXEC);
+    ASSERT_GE(fd, 0) << "mkostemp: " << strerror(errno);
+    path_ = name;
+    holder_.reset(fd);
+    struct stat st;
+    ASSERT_EQ(0, ::fstat(fd, &st));
+    ino_ = st.st_ino;
+  }
+
+  // A second open file description of the same file.
+  UniqueFd OpenAgain() {
+    UniqueFd fd(::open(path_.c_str(), O_RDWR | O_CLOEXEC));
+    EXPECT_TRUE(fd.valid()) << path_ << ": " << strerror(errno);
+    return fd;
+  }
+
+  TempDir dir_;
+  std::string path_;
+  UniqueFd holder_;
+  ino_t ino_ = 0;
+};
+
+TEST_F(FlockTest, ValidOperations) {
+  static_assert(IsValidFlockOperation(LOCK_SH), "");
+  static_assert(IsValidFlockOperation(LOCK_EX | LOCK_NB), "");
+  static_assert(IsValidFlockOperation(LOCK_UN), "");
+  static_assert(IsValidFlockOperation(LOCK_UN | LOCK_NB), "");
+  static_assert(!IsValidFlockOperation(0), "");
+  static_assert(!IsValidFlockOperation(LOCK_NB), "");
+  static_assert(!IsValidFlockOperation(LOCK_SH | LOCK_EX), "");
+  EXPECT_TRUE(Flock(holder_.get(), LOCK_SH, Deadline::Never()).ok());
+  EXPECT_TRUE(Flock(holder_.get(), LOCK_EX | LOCK_NB, Deadline::Never()).ok());
+  EXPECT_TRUE(Flock(holder_.get(), LOCK_UN, Deadline::Never()).ok());
+  EXPECT_TRUE(Flock(holder_.get(), LOCK_UN | LOCK_NB, Deadline::Now()).ok());
+}
+
+TEST_F(FlockTest, InvalidOperationsAreEinval) {
+  const int bad[] = {0,       LOCK_NB,        LOCK_SH | LOCK_EX, LOCK_SH | LOCK_UN,
+                     LOCK_EX | LOCK_UN, LOCK_SH | LOCK_EX | LOCK_NB, 16, LOCK_EX | 32, -1};
+  for (const int op : bad) {
+    SCOPED_TRACE("op " + std::to_string(op));
+    EXPECT_ERR(EINVAL, Flock(holder_.get(), op, Deadline::Never()));
+    EXPECT_ERR(EINVAL, Flock(holder_.get(), op, Deadline::Now()));
+    EXPECT_ERR(EINVAL, Flock(holder_.get(), op, Deadline::After(1)));
+    EXPECT_ERR(EINVAL, Flock(-1, op, Deadline::Never()));  // checked before the fd
+  }
+}
+
+TEST_F(FlockTest, BadDescriptorIsEbadf) {
+  EXPECT_ERR(EBADF, Flock(-1, LOCK_EX | LOCK_NB, Deadline::Never()));
+  EXPECT_ERR(EBADF, Flock(-1, LOCK_SH, Deadline::Never()));
+  EXPECT_ERR(EBADF, Flock(-1, LOCK_EX, Deadline::After(5)));
+  EXPECT_ERR(EBADF, Flock(-1, LOCK_EX, Deadline::Now()));
+  EXPECT_ERR(EBADF, Flock(-1, LOCK_UN, Deadline::Never()));
+}
+
+TEST_F(FlockTest, SharedLocksCoexist) {
+  UniqueFd other = OpenAgain();
+  ASSERT_TRUE(Flock(holder_.get(), LOCK_SH, Deadline::Never()).ok());
+  EXPECT_TRUE(Flock(other.get(), LOCK_SH | LOCK_NB, Deadline::Never()).ok());
+  EXPECT_TRUE(Flock(other.get(), LOCK_SH, Deadline::Now()).ok());
+  EXPECT_ERR(EWOULDBLOCK, Flock(other.get(), LOCK_EX | LOCK_NB, Deadline::Never()));
+}
+
+TEST_F(FlockTest, TwoDescriptorsInOneProcessConflict) {
+  UniqueFd other = OpenAgain();
+  ASSERT_TRUE(Flock(holder_.get(), LOCK_EX, Deadline::Never()).ok());
+  EXPECT_ERR(EWOULDBLOCK, Flock(other.get(), LOCK_EX | LOCK_NB, Deadline::Never()));
+  EXPECT_ERR(EWOULDBLOCK, Flock(other.get(), LOCK_SH | LOCK_NB, Deadline::Never()));
+  // LOCK_NB means one try whatever the deadline.
+  EXPECT_ERR(EWOULDBLOCK, Flock(other.get(), LOCK_EX | LOCK_NB, Deadline::After(5)));
+  // An immediate deadline is one non-blocking try too.
+  EXPECT_ERR(EWOULDBLOCK, Flock(other.get(), LOCK_EX, Deadline::Now()));
+  EXPECT_ERR(EWOULDBLOCK, Flock(other.get(), LOCK_SH, Deadline::After(0)));
+
+  ASSERT_TRUE(Flock(holder_.get(), LOCK_UN, Deadline::Never()).ok());
+  EXPECT_TRUE(Flock(other.get(), LOCK_EX, Deadline::Now()).ok());
+  EXPECT_ERR(EWOULDBLOCK, Flock(holder_.get(), LOCK_SH | LOCK_NB, Deadline::Never()));
+}
+
+TEST_F(FlockTest, TimedWaitEndsWithEtimedout) {
+  UniqueFd other = OpenAgain();
+  ASSERT_TRUE(Flock(holder_.get(), LOCK_EX, Deadline::Never()).ok());
+  const int timers = CountTimers();
+
+  const auto start = steady_clock::now();
+  const Status status = Flock(other.get(), LOCK_EX, Deadline::After(0.2));
+  const milliseconds elapsed = Since(start);
+  EXPECT_ERR(ETIMEDOUT, status);
+  EXPECT_GE(elapsed, milliseconds(200));
+  EXPECT_LT(elapsed, milliseconds(5000));
+  EXPECT_EQ(timers, CountTimers()) << "a POSIX timer was left behind";
+
+  // The holder's lock is untouched and the waiter holds nothing.
+  EXPECT_ERR(EWOULDBLOCK, Flock(other.get(), LOCK_SH | LOCK_NB, Deadline::Never()));
+  ASSERT_TRUE(Flock(holder_.get(), LOCK_UN, Deadline::Never()).ok());
+  EXPECT_TRUE(Flock(holder_.get(), LOCK_EX | LOCK_NB, Deadline::Never()).ok());
+}
+
+TEST_F(FlockTest, WaiterGetsTheLockWhenTheHolderUnlocks) {
+  UniqueFd other = OpenAgain();
+  ASSERT_TRUE(Flock(holder_.get(), LOCK_EX, Deadline::Never()).ok());
+  const int timers = CountTimers();
+
+  std::promise<void> about_to_wait;
+  std::atomic<int> waited_ms{-1};
+  std::thread waiter([&] {
+    about_to_wait.set_value();
+    const auto start = steady_clock::now();
+    const Status status = Flock(other.get(), LOCK_EX, Deadline::After(10));
+    waited_ms = static_cast<int>(Since(start).count());
+    EXPECT_TRUE(status.ok()) << ErrName(status.err());
+  });
+  about_to_wait.get_future().wait();
+  EXPECT_TRUE(WaitForFlockWaiter(ino_)) << "the waiter never blocked";
+  ASSERT_TRUE(Flock(holder_.get(), LOCK_UN, Deadline::Never()).ok());
+  waiter.join();
+
+  EXPECT_GE(waited_ms, 0);
+  EXPECT_LT(waited_ms, 10000);
+  EXPECT_ERR(EWOULDBLOCK, Flock(holder_.get(), LOCK_SH | LOCK_NB, Deadline::Never()));
+  EXPECT_EQ(timers, CountTimers()) << "a POSIX timer was left behind";
+}
+
+TEST_F(FlockTest, TimedWaitsInSeveralThreadsEachTimeOut) {
+  ASSERT_TRUE(Flock(holder_.get(), LOCK_EX, Deadline::Never()).ok());
+  constexpr int kThreads = 4;
+  std::vector<UniqueFd> fds;
+  for (int i = 0; i < kThreads; ++i) fds.push_back(OpenAgain());
+
+  // Different deadlines: a timer aimed at the wrong thread would cut a
+  // longer wait short (EINTR before its deadline) or leave one hanging.
+  struct Result {
+    int err = -1;
+    milliseconds elapsed{0};
+  };
+  std::vector<Result> results(kThreads);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kThreads; ++i) {
+    threads.emplace_back([&, i] {
+      const auto start = steady_clock::now();
+      const Status status = Flock(fds[i].get(), LOCK_EX, Deadline::After(0.2 + 0.15 * i));
+      results[i] = {status.err(), Since(start)};
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  for (int i = 0; i < kThreads; ++i) {
+    SCOPED_TRACE("thread " + std::to_string(i));
+    EXPECT_EQ(ErrName(ETIMEDOUT), ErrName(results[i].err));
+    EXPECT_GE(results[i].elapsed, milliseconds(200 + 150 * i));
+    EXPECT_LT(results[i].elapsed, milliseconds(5000));
+  }
+}
+
+// Signal state of the calling thread for the timer signal.
+struct SignalState {
+  struct sigaction action;
+  sigset_t mask;
+};
+
+SignalState CaptureSignalState() {
+  SignalState state{};
+  EXPECT_EQ(0, ::sigaction(TimerSignal(), nullptr, &state.action));
+  EXPECT_EQ(0, ::pthread_sigmask(SIG_SETMASK, nullptr, &state.mask));
+  return state;
+}
+
+void ExpectSameSignalState(const SignalState& before, const SignalState& after) {
+  EXPECT_EQ(reinterpret_cast<void*>(before.action.sa_handler),
+            reinterpret_cast<void*>(after.action.sa_handler));
+  EXPECT_EQ(before.action.sa_flags, after.action.sa_flags);
+  for (int sig = 1; sig <= SIGRTMAX; ++sig) {
+    EXPECT_EQ(sigismember(&before.action.sa_mask, sig), sigismember(&after.action.sa_mask, sig))
+        << "sa_mask, signal " << sig;
+    EXPECT_EQ(sigismember(&before.mask, sig), sigismember(&after.mask, sig))
+        << "thread mask, signal " << sig;
+  }
+}
+
+std::atomic<int> g_timer_signals_seen{0};
+void CountTimerSignal(int) { ++g_timer_signals_seen; }
+void CountTimerSignalInfo(int, siginfo_t*, void*) { ++g_timer_signals_seen; }
+
+// Restores the timer signal's disposition and the thread's mask on scope exit.
+class SignalStateRestorer final {
+ public:
+  SignalStateRestorer() {
+    ::sigaction(TimerSignal(), nullptr, &action_);
+    ::pthread_sigmask(SIG_SETMASK, nullptr, &mask_);
+  }
+  ~SignalStateRestorer() {
+    ::sigaction(TimerSignal(), &action_, nullptr);
+    ::pthread_sigmask(SIG_SETMASK, &mask_, nullptr);
+  }
+
+ private:
+  struct sigaction action_;
+  sigset_t mask_;
+};
+
+TEST_F(FlockTest, TimedWaitLeavesDispositionAndMaskAsTheyWere) {
+  SignalStateRestorer restore;
+  UniqueFd other = OpenAgain();
+  ASSERT_TRUE(Flock(holder_.get(), LOCK_EX, Deadline::Never()).ok());
+
+  struct sigaction plain {};
+  plain.sa_handler = CountTimerSignal;
+  sigemptyset(&plain.sa_mask);
+  struct sigaction with_info {};
+  with_info.sa_sigaction = CountTimerSignalInfo;
+  with_info.sa_flags = SA_SIGINFO | SA_RESTART;
+  sigemptyset(&with_info.sa_mask);
+  sigaddset(&with_info.sa_mask, SIGUSR2);
+  struct sigaction ignore {};
+  ignore.sa_handler = SIG_IGN;
+  sigemptyset(&ignore.sa_mask);
+  struct sigaction by_default {};
+  by_default.sa_handler = SIG_DFL;
+  sigemptyset(&by_default.sa_mask);
+
+  const struct {
+    const char* name;
+    const struct sigaction* action;
+  } dispositions[] = {
+      {"default", &by_default}, {"ignored", &ignore}, {"handler", &plain}, {"siginfo", &with_info}};
+  for (const auto& disposition : dispositions) {
+    for (const bool block_another : {false, true}) {
+      SCOPED_TRACE(std::string(disposition.name) +
+                   (block_another ? ", SIGUSR2 blocked" : ", nothing blocked"));
+      ASSERT_EQ(0, ::sigaction(TimerSignal(), disposition.action, nullptr));
+      sigset_t mask;
+      sigemptyset(&mask);
+      if (block_another) sigaddset(&mask, SIGUSR2);
+      ASSERT_EQ(0, ::pthread_sigmask(SIG_SETMASK, &mask, nullptr));
+      g_timer_signals_seen = 0;
+
+      const SignalState before = CaptureSignalState();
+      EXPECT_ERR(ETIMEDOUT, Flock(other.get(), LOCK_EX, Deadline::After(0.05)));
+      const SignalState after = CaptureSignalState();
+      ExpectSameSignalState(before, after);
+      // The timer's signals went to the engine's handler, not the caller's.
+      EXPECT_EQ(0, g_timer_signals_seen.load());
+    }
+  }
+}
+
+TEST_F(FlockTest, BlockedPendingTimerSignalStaysPending) {
+  SignalStateRestorer restore;
+  UniqueFd other = OpenAgain();
+  ASSERT_TRUE(Flock(holder_.get(), LOCK_EX, Deadline::Never()).ok());
+
+  struct sigaction counting {};
+  counting.sa_handler = CountTimerSignal;
+  sigemptyset(&counting.sa_mask);
+  ASSERT_EQ(0, ::sigaction(TimerSignal(), &counting, nullptr));
+  sigset_t timer_signal;
+  sigemptyset(&timer_signal);
+  sigaddset(&timer_signal, TimerSignal());
+  ASSERT_EQ(0, ::pthread_sigmask(SIG_BLOCK, &timer_signal, nullptr));
+  g_timer_signals_seen = 0;
+  ASSERT_EQ(0, ::pthread_kill(::pthread_self(), TimerSignal()));
+  sigset_t pending;
+  ASSERT_EQ(0, ::sigpending(&pending));
+  ASSERT_EQ(1, sigismember(&pending, TimerSignal()));
+
+  const SignalState before = CaptureSignalState();
+  EXPECT_ERR(ETIMEDOUT, Flock(other.get(), LOCK_EX, Deadline::After(0.1)));
+  const SignalState after = CaptureSignalState();
+  ExpectSameSignalState(before, after);
+
+  ASSERT_EQ(0, ::sigpending(&pending));
+  EXPECT_EQ(1, sigismember(&pending, TimerSignal())) << "the caller's signal was lost";
+  EXPECT_EQ(0, g_timer_signals_seen.load());
+  // Exactly the one instance the caller raised is pending.
+  const timespec no_wait{};
+  EXPECT_EQ(TimerSignal(), ::sigtimedwait(&timer_signal, nullptr, &no_wait));
+  EXPECT_EQ(-1, ::sigtimedwait(&timer_signal, nullptr, &no_wait));
+  ASSERT_EQ(0, ::sigpending(&pending));
+  EXPECT_EQ(0, sigismember(&pending, TimerSignal()));
+}
+
+std::atomic<int> g_usr1_seen{0};
+void CountUsr1(int) { ++g_usr1_seen; }
+
+TEST_F(FlockTest, AnotherSignalInterruptsTheWaitWithEintr) {
+  struct sigaction old_usr1;
+  struct sigaction usr1 {};
+  usr1.sa_handler = CountUsr1;
+  sigemptyset(&usr1.sa_mask);
+  usr1.sa_flags = 0;  // no SA_RESTART: the wait sees EINTR
+  ASSERT_EQ(0, ::sigaction(SIGUSR1, &usr1, &old_usr1));
+
+  UniqueFd other = OpenAgain();
+  ASSERT_TRUE(Flock(holder_.get(), LOCK_EX, Deadline::Never()).ok());
+  g_usr1_seen = 0;
+  const auto start = steady_clock::now();
+  std::promise<int> outcome;
+  std::future<int> result = outcome.get_future();
+  std::thread waiter([&] {
+    outcome.set_value(Flock(other.get(), LOCK_EX, Deadline::After(10)).err());
+  });
+  EXPECT_TRUE(WaitForFlockWaiter(ino_));
+  // A signal can still land just before the blocking call: send until the
+  // wait ends.
+  while (result.wait_for(milliseconds(20)) != std::future_status::ready) {
+    ::pthread_kill(waiter.native_handle(), SIGUSR1);
+  }
+  const int err = result.get();
+  waiter.join();
+  EXPECT_EQ(ErrName(EINTR), ErrName(err));
+  EXPECT_LT(Since(start), milliseconds(10000));
+  EXPECT_GE(g_usr1_seen.load(), 1);
+  ::sigaction(SIGUSR1, &old_usr1, nullptr);
+  // The interrupted waiter holds nothing.
+  EXPECT_ERR(EWOULDBLOCK, Flock(other.get(), LOCK_SH | LOCK_NB, Deadline::Never()));
+}
+
+// The race in which the timer fires just before the blocking call starts:
+// the attempt below spins past the deadline (the first expiry is handled
+// then) and only then blocks; the timer's re-fire must still end the wait.
+TEST(LockBeforeTest, ExpiryBeforeTheBlockingCallStillEndsTheWait) {
+  int pipe_fds[2];
+  ASSERT_EQ(0, ::pipe2(pipe_fds, O_CLOEXEC));
+  UniqueFd read_end(pipe_fds[0]);
+  UniqueFd write_end(pipe_fds[1]);
+
+  const auto start = steady_clock::now();
+  const Deadline deadline = Deadline::After(0.05);
+  int blocking_calls = 0;
+  const Status status = LockBefore(deadline, [&](bool blocking) {
+    if (!blocking) return EWOULDBLOCK;
+    ++blocking_calls;
+    while (Since(start) < milliseconds(80)) {
+    }
+    char byte;
+    // Nothing is ever written: only a signal ends this read.
+    return ::read(read_end.get(), &byte, 1) < 0 ? errno : EIO;
+  });
+  EXPECT_ERR(ETIMEDOUT, status);
+  EXPECT_EQ(1, blocking_calls);
+  EXPECT_LT(Since(start), milliseconds(2000));
+}
+
+TEST(LockBeforeTest, OutcomesOfTheAttempt) {
+  int calls = 0;
+  // Granted on the first, non-blocking try: no timer, one call.
+  EXPECT_TRUE(LockBefore(Deadline::After(5), [&](bool blocking) {
+                ++calls;
+                EXPECT_FALSE(blocking);
+                return 0;
+              }).ok());
+  EXPECT_EQ(1, calls);
+  // A hard failure is returned as it is.
+  EXPECT_ERR(ENOLCK, LockBefore(Deadline::After(5), [](bool) { return ENOLCK; }));
+  // Never: exactly one blocking attempt.
+  calls = 0;
+  EXPECT_ERR(EIO, LockBefore(Deadline::Never(), [&](bool blocking) {
+               ++calls;
+               EXPECT_TRUE(blocking);
+               return EIO;
+             }));
+  EXPECT_EQ(1, calls);
+  // Immediate: one non-blocking attempt.
+  calls = 0;
+  EXPECT_ERR(EWOULDBLOCK, LockBefore(Deadline::Now(), [&](bool blocking) {
+               ++calls;
+               EXPECT_FALSE(blocking);
+               return EWOULDBLOCK;
+             }));
+  EXPECT_EQ(1, calls);
+  // Busy, then granted while blocking.
+  calls = 0;
+  EXPECT_TRUE(LockBefore(Deadline::After(5), [&](bool blocking) {
+                ++calls;
+                return blocking ? 0 : EWOULDBLOCK;
+              }).ok());
+  EXPECT_EQ(2, calls);
+}
+
+}  // namespace
+}  // namespace locker
