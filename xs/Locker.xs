@@ -699,10 +699,9 @@ lock_holders(target)
         else
             err = locker::ListHolders(st.st_dev, st.st_ino, &holders).err();
     }
-    if (err) {
-        errno = err;
+    errno = err; /* 0 on success, so an empty list is told apart from a failure */
+    if (err)
         XSRETURN_EMPTY;
-    }
     EXTEND(SP, (SSize_t)holders.size());
     for (const locker::Holder &holder : holders) {
         HV *const hv = newHV();

@@ -343,6 +343,34 @@ not tell, as for OFD locks). Locks held through FH itself never conflict with
 FH; given a PATH, the file is opened read-only for the question and every
 holder counts. A PATH that cannot be opened gives undef with C<$!> set.
 
+=head2 lock_holders(PATH | FH)
+
+    for my $h (lock_holders('/var/lock/deploy.lock')) {
+        printf "%s holds a %s %s lock on %d+%d: %s\n",
+            $h->{pid} // '(not visible)', $h->{mode} == LOCK_EX ? 'exclusive' : 'shared',
+            $h->{kind}, $h->{offset}, $h->{length}, $h->{command} // '?';
+    }
+
+Lists who holds locks on that file right now, one hashref per holder:
+C<pid>, C<kind> (C<'flock'>, C<'posix'> for classic fcntl/lockf locks,
+C<'ofd'>), C<mode> (LOCK_SH or LOCK_EX), C<offset> and C<length> (0 to the
+end of the file; flock locks are 0 and 0), and C<command>, the holder's
+command line where /proc lets us read it (undef otherwise). An empty list
+means nobody holds a lock (C<$!> is then 0); a PATH that does not exist
+gives an empty list with C<$!> set (C<ENOENT>). An undefined or empty PATH,
+or a reference that is not a handle, croaks.
+
+It reads F</proc/locks>. The kernel shows OFD locks there with pid -1 and
+flock locks with the pid of the process that took them, even after that
+process exited while its descriptor lives on in a child; so the holders of
+those two kinds are found instead through F</proc/PID/fdinfo>, which lists
+the locks held through each descriptor. A lock shared by several processes
+(a descriptor inherited across fork) is reported once per process. A holder
+that /proc does not let us see -- another user's process under a restricted
+/proc, a process in another pid namespace -- is reported with pid undef
+rather than a guess. For diagnostics only: the answer may be stale by the
+time you read it, and Linux only.
+
 =head1 GUARDS
 
 A C<File::Locker::Guard> holds one lock until it is released or goes out
