@@ -107,8 +107,19 @@ class FileLock final {
   enum class State { kReleased, kHeld, kLost };
 
   FileLock() = default;
-  FileLock(FileLock&&) = default;
-  FileLock& operator=(FileLock&&) = default;
+  // The moved-from lock is left released, so it can never unlock the lock
+  // it handed over.
+  FileLock(FileLock&& other) noexcept { *this = std::move(other); }
+  FileLock& operator=(FileLock&& other) noexcept {
+    if (this != &other) {
+      Release();
+      state_ = std::exchange(other.state_, State::kReleased);
+      mode_ = other.mode_;
+      file_ = std::move(other.file_);
+      other.file_.fd = -1;
+    }
+    return *this;
+  }
   // Releases as Release() does.
   ~FileLock() { Release(); }
 

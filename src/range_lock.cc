@@ -39,14 +39,16 @@ struct Where {
 // file description is exactly the strongest mode per byte.
 struct DescriptorEntry {
   InodeKey inode;
-  RangeTable table;
-  int live = 0;  // RangeLocks registered here
+  RangeTable table;    // holds, including requests still at the kernel
+  RangeTable pending;  // just those in-flight requests
+  int live = 0;        // RangeLocks registered here
 };
 
 // Classic backend: the process holds one POSIX lock per byte and inode, the
 // union of all its owners' holds; owners (descriptors) are told apart here.
 struct InodeEntry {
-  RangeTable all;
+  RangeTable all;      // holds, including requests still at the kernel
+  RangeTable pending;  // just those in-flight requests
   std::map<int, RangeTable> by_owner;
   std::vector<UniqueFd> deferred;  // closing these would drop our locks
   int live = 0;
@@ -137,7 +139,7 @@ RangeTable& KernelTable(const Where& where) {
     DescriptorEntry& entry = g_by_fd[where.fd];
     if (entry.live == 0 || entry.inode.dev != where.inode.dev ||
         entry.inode.ino != where.inode.ino) {
-      entry = DescriptorEntry{where.inode, {}, entry.live};  // descriptor reused
+      entry = DescriptorEntry{where.inode, {}, {}, entry.live};  // descriptor reused
     }
     return entry.table;
   }
@@ -206,9 +208,31 @@ void CountLive(const Where& where, int delta) {
   }
 }
 
+RangeTable& PendingTable(const Where& where) {
+  return g_ofd ? g_by_fd[where.fd].pending : g_by_inode[where.inode].pending;
+}
+
+// Sets the kernel to the strongest mode the table wants on each piece of
+// [start, end), without waiting: after a failed request, this gives back
+// what only that request wanted and keeps what other holds need.
+void SyncKernel(const Where& where, off_t start, off_t end) {
+  std::vector<Run> runs;
+  KernelTable(where).Walk(start, end, [&](off_t a, off_t b, const Holds& holds) {
+    AddRun(&runs, a, b, holds.mode());
+  });
+  for (const Run& run : runs) KernelSet(where.fd, run.mode, run.start, run.end, false);
+}
+
+// An in-process conflict (classic backend) is waited for in slices, so the
+// caller can run signal handlers in between (EINTR, then call again).
+constexpr auto kInProcessSlice = std::chrono::milliseconds(100);
+
 // Takes one hold of mode on [start, end) through `where`: checks this
-// process's other owners (classic backend), asks the kernel for the bytes
-// whose strongest mode must rise, and records the hold.
+// process's other owners (classic backend), reserves the hold in the table,
+// asks the kernel for the bytes whose granted mode must rise, and on failure
+// withdraws the reservation. Reserving first means a concurrent release on
+// the same descriptor never drops bytes this request relies on, and a
+// concurrent request from another owner sees it as a conflict.
 Status Take(const Where& where, RangeMode mode, off_t start, off_t end,
             const Deadline& deadline) {
   std::vector<Run> runs;
@@ -216,48 +240,50 @@ Status Take(const Where& where, RangeMode mode, off_t start, off_t end,
     std::unique_lock<std::mutex> hold(g_mutex);
     if (!g_ofd) {
       Conflict conflict;
-      while (ConflictsInProcess(where, mode, start, end, &conflict)) {
+      if (ConflictsInProcess(where, mode, start, end, &conflict)) {
         if (deadline.is_immediate()) return Status::Error(EWOULDBLOCK);
         // Only another thread can end this wait: with no deadline that would
         // be a self-deadlock, which classic locks report as EDEADLK.
         if (deadline.is_never()) return Status::Error(EDEADLK);
-        timespec now;
-        ::clock_gettime(CLOCK_MONOTONIC, &now);
-        const auto left = std::chrono::seconds(deadline.when().tv_sec - now.tv_sec) +
-                          std::chrono::nanoseconds(deadline.when().tv_nsec - now.tv_nsec);
-        if (left.count() <= 0 ||
-            g_released.wait_for(hold, left) == std::cv_status::timeout) {
-          if (ConflictsInProcess(where, mode, start, end, &conflict)) {
-            return Status::Error(ETIMEDOUT);
-          }
+        if (deadline.Expired()) return Status::Error(ETIMEDOUT);
+        g_released.wait_for(hold, kInProcessSlice);
+        if (ConflictsInProcess(where, mode, start, end, &conflict)) {
+          return Status::Error(deadline.Expired() ? ETIMEDOUT : EINTR);
         }
       }
     }
+    // Ask the kernel only for bytes whose granted mode (the table less the
+    // requests still in flight) is below the wanted one.
     RangeTable& table = KernelTable(where);
+    const RangeTable& pending = PendingTable(where);
     table.Walk(start, end, [&](off_t a, off_t b, const Holds& holds) {
-      if (holds.mode() < mode) AddRun(&runs, a, b, mode);
+      pending.Walk(a, b, [&](off_t c, off_t d, const Holds& flying) {
+        const Holds granted{holds.shared - flying.shared, holds.exclusive - flying.exclusive};
+        if (granted.mode() < mode) AddRun(&runs, c, d, mode);
+      });
     });
     if (mode == RangeMode::kExclusive && !runs.empty()) {
       runs = {{start, end, mode}};  // one atomic request for the whole range
     }
-    CountLive(where, 0);
+    Record(where, mode, start, end, +1);
+    if (!runs.empty()) PendingTable(where).Add(start, end, mode, +1);
   }
-  for (size_t i = 0; i < runs.size(); ++i) {
-    const Run& run = runs[i];
-    const Status status = LockBefore(deadline, [&](bool blocking) {
+  Status status = Status::Ok();
+  for (const Run& run : runs) {
+    status = LockBefore(deadline, [&](bool blocking) {
       return KernelSet(where.fd, run.mode, run.start, run.end, blocking);
     });
-    if (!status.ok()) {
-      for (size_t j = 0; j < i; ++j) {  // shared runs that were unlocked before
-        KernelSet(where.fd, RangeMode::kNone, runs[j].start, runs[j].end, false);
-      }
-      return status;
-    }
+    if (!status.ok()) break;
   }
+  if (runs.empty()) return status;
   std::lock_guard<std::mutex> hold(g_mutex);
-  KernelTable(where);  // re-validates the entry for this descriptor
-  Record(where, mode, start, end, +1);
-  return Status::Ok();
+  PendingTable(where).Add(start, end, mode, -1);
+  if (!status.ok()) {
+    Record(where, mode, start, end, -1);
+    SyncKernel(where, start, end);
+    if (!g_ofd) g_released.notify_all();
+  }
+  return status;
 }
 
 // Gives back one hold of mode on [start, end): the kernel drops the bytes

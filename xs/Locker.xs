@@ -344,9 +344,9 @@ Guard *
 guard_from(pTHX_ SV *self, const char *method)
 {
     dMY_CXT;
-    if (SvROK(self) && SvOBJECT(SvRV(self)) &&
+    if (SvROK(self) && SvOBJECT(SvRV(self)) && SvIOK(SvRV(self)) &&
         (SvSTASH(SvRV(self)) == MY_CXT.guard_stash || sv_derived_from(self, kGuardClass))) {
-        Guard *guard = INT2PTR(Guard *, SvIV(SvRV(self)));
+        Guard *guard = INT2PTR(Guard *, SvIVX(SvRV(self)));
         if (guard)
             return guard;
     }
@@ -431,11 +431,9 @@ SV *
 new_guard_object(pTHX_ std::unique_ptr<Guard> guard)
 {
     dMY_CXT;
-    SV *const rv = sv_newmortal();
     SV *const object = newSV_type(SVt_PVMG);
     sv_setiv(object, PTR2IV(guard.release()));
-    SvRV_set(rv, object);
-    SvROK_on(rv);
+    SV *const rv = sv_2mortal(newRV_noinc(object));
     (void)sv_bless(rv, MY_CXT.guard_stash);
     return rv;
 }
@@ -461,6 +459,16 @@ range_arguments(pTHX_ SV *offset, SV *length, const char *func)
         SvGETMAGIC(args[i]);
         if (!SvOK(args[i]) || !looks_like_number(args[i]))
             Perl_croak(aTHX_ "%s: %s must be a non-negative integer", func, names[i]);
+        UV digits;
+        STRLEN len;
+        const char *pv;
+        if (!SvIOK(args[i]) && SvPOK(args[i]) && (pv = SvPV_nomg_const(args[i], len)) &&
+            grok_number(pv, len, &digits) == IS_NUMBER_IN_UV) { /* exact decimal string */
+            if (digits > (UV)IV_MAX)
+                Perl_croak(aTHX_ "%s: %s is too large for this platform's off_t", func, names[i]);
+            exact[i] = (off_t)digits;
+            continue;
+        }
         if (SvIOK(args[i])) { /* exact: NVs lose precision above 2**53 */
             if (SvIsUV(args[i]) ? SvUVX(args[i]) > (UV)IV_MAX : SvIVX(args[i]) < 0) {
                 if (SvIsUV(args[i]))
@@ -788,13 +796,16 @@ upgrade(self, ...)
         deadline = locker::Deadline::Now();
         first = 2;
     }
+    if ((items - first) % 2)
+        Perl_croak(aTHX_ "%s: odd number of option arguments", func);
     for (I32 i = first; i < items; i += 2) {
         STRLEN len;
         const char *key = SvPV_const(ST(i), len);
         if (len != 7 || memcmp(key, "timeout", 7) != 0)
             Perl_croak(aTHX_ "%s: unknown option '%" SVf "'", func, SVfARG(ST(i)));
-        if (!deadline.is_immediate())
-            deadline = timeout_option(aTHX_ ST(i + 1), func);
+        const locker::Deadline timeout = timeout_option(aTHX_ ST(i + 1), func); /* always checked */
+        if (!deadline.is_immediate()) /* LOCK_NB wins */
+            deadline = timeout;
     }
     Guard *guard = guard_for_change(aTHX_ self, "upgrade");
     for (;;) {
@@ -849,7 +860,7 @@ _descriptor(self)
   PPCODE:
     const Guard *guard = guard_from(aTHX_ self, "fh");
     if (guard_released(guard))
-        XSRETURN_UNDEF;
+        XSRETURN_EMPTY;
     EXTEND(SP, 2);
     mPUSHi(with_lock(guard, [](const auto &lock) { return lock.fd(); }));
     PUSHs(boolSV(with_lock(guard, [](const auto &lock) { return lock.writable(); })));

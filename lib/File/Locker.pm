@@ -34,9 +34,16 @@ sub CLONE_SKIP { 1 }
 # first use: a duplicate of the locked descriptor, so it shares the lock.
 sub fh {
     my ($self) = @_;
-    my $fh = _handle($self);    # a function call: croaks for a wrong invocant
+    # A function call, so a wrong invocant croaks -- reported at our caller.
+    my $fh = eval { _handle($self) };
+    if (!defined $fh && $@) {
+        (my $message = $@) =~ s/ at \S+ line \d+\.\n\z//;
+        require Carp;
+        Carp::croak($message);
+    }
     return $fh if $fh;
-    my ($fd, $writable) = _descriptor($self) or return;
+    my ($fd, $writable) = _descriptor($self);
+    return unless defined $fd;    # released
     open($fh, $writable ? '+<&' : '<&', $fd) or return;
     _set_handle($self, $fh);
     return $fh;

@@ -17,7 +17,9 @@ namespace {
 
 constexpr int64_t kNanosPerSecond = 1000000000;
 
-int64_t Nanos(const timespec& t) { return int64_t{t.tv_sec} * kNanosPerSecond + t.tv_nsec; }
+int64_t Nanos(const timespec& t) {
+  return int64_t{t.tv_sec} * kNanosPerSecond + t.tv_nsec;
+}
 
 int64_t MonotonicNanos() {
   timespec now;
@@ -53,7 +55,8 @@ TEST(DeadlineTest, AfterZeroIsImmediate) {
 }
 
 TEST(DeadlineTest, HugeAndInfiniteMeanNever) {
-  for (const double seconds : {std::numeric_limits<double>::infinity(), 1e12, 1e18, DBL_MAX}) {
+  for (const double seconds :
+       {std::numeric_limits<double>::infinity(), 1e12, 1e18, DBL_MAX}) {
     const Deadline d = Deadline::After(seconds);
     EXPECT_TRUE(d.is_never()) << seconds;
     EXPECT_FALSE(d.is_immediate()) << seconds;
@@ -62,7 +65,8 @@ TEST(DeadlineTest, HugeAndInfiniteMeanNever) {
 }
 
 TEST(DeadlineTest, AfterIsThatFarAhead) {
-  for (const double seconds : {1e-9, 0.001, 0.2, 0.5, 0.999999999, 1.0, 1.5, 3600.25, 1e8}) {
+  for (const double seconds :
+       {1e-9, 0.001, 0.2, 0.5, 0.999999999, 1.0, 1.5, 3600.25, 1e8}) {
     const int64_t before = MonotonicNanos();
     const Deadline d = Deadline::After(seconds);
     const int64_t after = MonotonicNanos();
@@ -90,7 +94,8 @@ TEST(DeadlineTest, ExpiresWhenTheClockReachesIt) {
   EXPECT_FALSE(d.Expired());
   // Sleep exactly until the deadline: it must then be expired, not sooner.
   const timespec when = d.when();
-  while (::clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &when, nullptr) != 0) {
+  while (::clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &when, nullptr) !=
+         0) {
   }
   EXPECT_TRUE(d.Expired());
   EXPECT_TRUE(d.Expired());  // and stays so

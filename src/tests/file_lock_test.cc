@@ -43,16 +43,24 @@ std::string ErrName(int err) {
 }
 
 // Compares errno values by name, so that failures read "ELOOP vs OK".
-#define EXPECT_ERR(expected, status) EXPECT_EQ(ErrName(expected), ErrName((status).err()))
+#define EXPECT_ERR(expected, status) \
+  EXPECT_EQ(ErrName(expected), ErrName((status).err()))
 #define ASSERT_OK(status) ASSERT_EQ("OK", ErrName((status).err()))
 #define EXPECT_OK(status) EXPECT_EQ("OK", ErrName((status).err()))
+
+// Milliseconds elapsed since start.
+long long Since(steady_clock::time_point start) {
+  return std::chrono::duration_cast<milliseconds>(steady_clock::now() - start)
+      .count();
+}
 
 // A private directory under $TMPDIR (or /tmp), removed with its contents.
 class TempDir final {
  public:
   TempDir() {
     const char* base = ::getenv("TMPDIR");
-    std::string name = std::string(base && *base ? base : "/tmp") + "/locker-test-XXXXXX";
+    std::string name =
+        std::string(base && *base ? base : "/tmp") + "/locker-test-XXXXXX";
     if (::mkdtemp(name.data()) != nullptr) path_ = name;
   }
   TempDir(const TempDir&) = delete;
@@ -72,7 +80,8 @@ int CountOpenFds() {
   int count = 0;
   std::error_code error;
   for (auto it = std::filesystem::directory_iterator("/proc/self/fd", error);
-       !error && it != std::filesystem::directory_iterator(); it.increment(error)) {
+       !error && it != std::filesystem::directory_iterator();
+       it.increment(error)) {
     ++count;
   }
   return count;
@@ -101,7 +110,8 @@ void WriteFile(const std::string& path, const std::string& content) {
 
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  return std::string(std::istreambuf_iterator<char>(in),
+                     std::istreambuf_iterator<char>());
 }
 
 // Whether the kernel lists a blocked flock(2) request on inode `ino`.
@@ -110,7 +120,8 @@ bool FlockWaiterListed(ino_t ino) {
   const std::string inode = ":" + std::to_string(ino) + " ";
   std::string line;
   while (std::getline(locks, line)) {
-    if (line.find("-> FLOCK") != std::string::npos && line.find(inode) != std::string::npos) {
+    if (line.find("-> FLOCK") != std::string::npos &&
+        line.find(inode) != std::string::npos) {
       return true;
     }
   }
@@ -283,11 +294,12 @@ TEST_F(FileLockTest, OpenLockFileFollowsSymlinksWhenAsked) {
   ASSERT_OK(OpenLockFile(path_, options, &fd, &writable));
   EXPECT_TRUE(writable);
   EXPECT_EQ(InodeOfPath(target), InodeOfFd(fd.get()));
-  EXPECT_TRUE(PathNamesInode(path_, true, 0, 0) == false);
+  EXPECT_FALSE(PathNamesInode(path_, true, 0, 0));
   struct stat st;
   ASSERT_EQ(0, ::fstat(fd.get(), &st));
   EXPECT_TRUE(PathNamesInode(path_, true, st.st_dev, st.st_ino));
-  EXPECT_FALSE(PathNamesInode(path_, false, st.st_dev, st.st_ino));  // the link itself
+  EXPECT_FALSE(
+      PathNamesInode(path_, false, st.st_dev, st.st_ino));  // the link itself
 }
 
 TEST_F(FileLockTest, OpenLockFileOpensDirectoriesReadOnly) {
@@ -353,7 +365,8 @@ TEST_F(FileLockTest, AcquirePathAndRelease) {
 TEST_F(FileLockTest, AcquirePathShared) {
   FileLock a, b;
   ASSERT_OK(a.AcquirePath(path_, LOCK_SH, PathOptions(), Deadline::Never()));
-  ASSERT_OK(b.AcquirePath(path_, LOCK_SH | LOCK_NB, PathOptions(), Deadline::Never()));
+  ASSERT_OK(b.AcquirePath(path_, LOCK_SH | LOCK_NB, PathOptions(),
+                          Deadline::Never()));
   EXPECT_EQ(LOCK_SH, b.mode());  // LOCK_NB is not part of the mode
   EXPECT_TRUE(CanLock(path_, LOCK_SH));
   EXPECT_FALSE(CanLock(path_, LOCK_EX));
@@ -368,19 +381,22 @@ TEST_F(FileLockTest, AcquirePathBusyAndTimedOut) {
   ASSERT_EQ(0, ::flock(holder.get(), LOCK_EX));
   const int fds = CountOpenFds();
   FileLock lock;
-  EXPECT_ERR(EWOULDBLOCK, lock.AcquirePath(path_, LOCK_EX | LOCK_NB, PathOptions(),
-                                           Deadline::After(5)));
-  EXPECT_ERR(EWOULDBLOCK, lock.AcquirePath(path_, LOCK_SH, PathOptions(), Deadline::Now()));
+  EXPECT_ERR(EWOULDBLOCK, lock.AcquirePath(path_, LOCK_EX | LOCK_NB,
+                                           PathOptions(), Deadline::After(5)));
+  EXPECT_ERR(EWOULDBLOCK,
+             lock.AcquirePath(path_, LOCK_SH, PathOptions(), Deadline::Now()));
   const auto start = steady_clock::now();
-  EXPECT_ERR(ETIMEDOUT, lock.AcquirePath(path_, LOCK_SH, PathOptions(), Deadline::After(0.1)));
-  EXPECT_GE(steady_clock::now() - start, milliseconds(100));
+  EXPECT_ERR(ETIMEDOUT, lock.AcquirePath(path_, LOCK_SH, PathOptions(),
+                                         Deadline::After(0.1)));
+  EXPECT_GE(Since(start), 100);
   EXPECT_TRUE(lock.released());
   EXPECT_EQ(fds, CountOpenFds()) << "a failed acquire left a descriptor open";
 }
 
 TEST_F(FileLockTest, AcquirePathOnADirectory) {
   FileLock lock;
-  ASSERT_OK(lock.AcquirePath(dir_.path(), LOCK_EX, PathOptions(), Deadline::Never()));
+  ASSERT_OK(
+      lock.AcquirePath(dir_.path(), LOCK_EX, PathOptions(), Deadline::Never()));
   EXPECT_FALSE(lock.writable());
   EXPECT_FALSE(CanLock(dir_.path(), LOCK_SH));
   lock.Release();
@@ -392,7 +408,8 @@ TEST_F(FileLockTest, AcquirePathRefusesASymlink) {
   WriteFile(target, "");
   ASSERT_EQ(0, ::symlink(target.c_str(), path_.c_str()));
   FileLock lock;
-  EXPECT_ERR(ELOOP, lock.AcquirePath(path_, LOCK_EX, PathOptions(), Deadline::Never()));
+  EXPECT_ERR(ELOOP, lock.AcquirePath(path_, LOCK_EX, PathOptions(),
+                                     Deadline::Never()));
   PathOptions follow;
   follow.follow_symlinks = true;
   ASSERT_OK(lock.AcquirePath(path_, LOCK_EX, follow, Deadline::Never()));
@@ -449,9 +466,11 @@ TEST_F(FileLockTest, AcquirePathRetriesWhenTheFileIsReplacedWhileWaiting) {
   std::promise<Status> outcome;
   std::future<Status> result = outcome.get_future();
   std::thread waiter([&] {
-    outcome.set_value(lock.AcquirePath(path_, LOCK_EX, PathOptions(), Deadline::After(10)));
+    outcome.set_value(
+        lock.AcquirePath(path_, LOCK_EX, PathOptions(), Deadline::After(10)));
   });
-  ASSERT_TRUE(WaitForFlockWaiter(old_inode)) << "the waiter never blocked on the old file";
+  ASSERT_TRUE(WaitForFlockWaiter(old_inode))
+      << "the waiter never blocked on the old file";
 
   const std::string replacement = dir_.path() + "/replacement";
   WriteFile(replacement, "");
@@ -465,7 +484,8 @@ TEST_F(FileLockTest, AcquirePathRetriesWhenTheFileIsReplacedWhileWaiting) {
   EXPECT_EQ(new_inode, InodeOfFd(lock.fd())) << "locked the orphaned file";
   EXPECT_EQ(InodeOfPath(path_), InodeOfFd(lock.fd()));
   EXPECT_FALSE(CanLock(path_, LOCK_SH));
-  EXPECT_EQ(0, ::flock(old_file.get(), LOCK_EX | LOCK_NB)) << "still holds the old file";
+  EXPECT_EQ(0, ::flock(old_file.get(), LOCK_EX | LOCK_NB))
+      << "still holds the old file";
 }
 
 TEST_F(FileLockTest, AcquirePathRetriesWhenTheFileIsRemovedWhileWaiting) {
@@ -477,9 +497,11 @@ TEST_F(FileLockTest, AcquirePathRetriesWhenTheFileIsRemovedWhileWaiting) {
   std::promise<Status> outcome;
   std::future<Status> result = outcome.get_future();
   std::thread waiter([&] {
-    outcome.set_value(lock.AcquirePath(path_, LOCK_SH, PathOptions(), Deadline::After(10)));
+    outcome.set_value(
+        lock.AcquirePath(path_, LOCK_SH, PathOptions(), Deadline::After(10)));
   });
-  ASSERT_TRUE(WaitForFlockWaiter(old_inode)) << "the waiter never blocked on the old file";
+  ASSERT_TRUE(WaitForFlockWaiter(old_inode))
+      << "the waiter never blocked on the old file";
   ASSERT_EQ(0, ::unlink(path_.c_str()));
   ASSERT_EQ(0, ::flock(old_file.get(), LOCK_UN));
   waiter.join();
@@ -515,8 +537,8 @@ TEST_F(FileLockTest, AcquireDescriptorAndForget) {
     EXPECT_FALSE(CanLock(path_, LOCK_SH));
     lock.Release();
     EXPECT_TRUE(CanLock(path_, LOCK_EX));
-    EXPECT_EQ(0, ::fcntl(fd.get(), F_GETFD) & 0) << "the borrowed descriptor was closed";
-    ASSERT_NE(-1, ::fcntl(fd.get(), F_GETFD));
+    ASSERT_NE(-1, ::fcntl(fd.get(), F_GETFD))
+        << "the borrowed descriptor was closed";
 
     ASSERT_OK(lock.AcquireDescriptor(fd.get(), LOCK_SH, Deadline::Now()));
     lock.Forget();  // as if the caller had closed fd: nothing is touched
@@ -533,7 +555,8 @@ TEST_F(FileLockTest, AcquireDescriptorErrors) {
   FileLock lock;
   EXPECT_ERR(EBADF, lock.AcquireDescriptor(-1, LOCK_EX, Deadline::Never()));
   UniqueFd fd = Open(path_);
-  EXPECT_ERR(EINVAL, lock.AcquireDescriptor(fd.get(), LOCK_SH | LOCK_EX, Deadline::Never()));
+  EXPECT_ERR(EINVAL, lock.AcquireDescriptor(fd.get(), LOCK_SH | LOCK_EX,
+                                            Deadline::Never()));
   EXPECT_TRUE(lock.released());
 }
 
@@ -577,7 +600,7 @@ TEST_F(FileLockTest, FailedUpgradeTakesTheSharedLockBack) {
 
   const auto start = steady_clock::now();
   EXPECT_ERR(ETIMEDOUT, lock.Upgrade(Deadline::After(0.2)));
-  EXPECT_GE(steady_clock::now() - start, milliseconds(200));
+  EXPECT_GE(Since(start), 200);
   EXPECT_EQ(FileLock::State::kHeld, lock.state());
   EXPECT_EQ(LOCK_SH, lock.mode());
 
@@ -597,7 +620,9 @@ TEST_F(FileLockTest, InterruptedUpgradeIsLostUntilRetried) {
   ASSERT_EQ(0, ::flock(other.get(), LOCK_SH));
   const ino_t inode = InodeOfPath(path_);
 
-  EXPECT_ERR(EINTR, RunInterrupted(inode, [&] { return lock.Upgrade(Deadline::After(10)); }));
+  EXPECT_ERR(EINTR, RunInterrupted(inode, [&] {
+               return lock.Upgrade(Deadline::After(10));
+             }));
   EXPECT_EQ(FileLock::State::kLost, lock.state());
   EXPECT_FALSE(lock.held());
   EXPECT_FALSE(lock.released());
@@ -613,14 +638,18 @@ TEST_F(FileLockTest, InterruptedUpgradeIsLostUntilRetried) {
 
   // Lost again; then a busy Upgrade from kLost takes the shared lock back.
   ASSERT_EQ(0, ::flock(other.get(), LOCK_SH));
-  EXPECT_ERR(EINTR, RunInterrupted(inode, [&] { return lock.Upgrade(Deadline::After(10)); }));
+  EXPECT_ERR(EINTR, RunInterrupted(inode, [&] {
+               return lock.Upgrade(Deadline::After(10));
+             }));
   EXPECT_EQ(FileLock::State::kLost, lock.state());
   EXPECT_ERR(EWOULDBLOCK, lock.Upgrade(Deadline::Now()));
   EXPECT_EQ(FileLock::State::kHeld, lock.state());
   EXPECT_EQ(LOCK_SH, lock.mode());
 
   // Lost again; an uncontended Upgrade from kLost takes the exclusive lock.
-  EXPECT_ERR(EINTR, RunInterrupted(inode, [&] { return lock.Upgrade(Deadline::After(10)); }));
+  EXPECT_ERR(EINTR, RunInterrupted(inode, [&] {
+               return lock.Upgrade(Deadline::After(10));
+             }));
   ASSERT_EQ(0, ::flock(other.get(), LOCK_UN));
   EXPECT_OK(lock.Upgrade(Deadline::Now()));
   EXPECT_EQ(FileLock::State::kHeld, lock.state());
@@ -632,7 +661,8 @@ TEST_F(FileLockTest, InterruptedUpgradeIsLostUntilRetried) {
   EXPECT_TRUE(CanLock(path_, LOCK_EX));
 }
 
-// ---- Ownership: fork and move ------------------------------------------------
+// ---- Ownership: fork and move
+// ------------------------------------------------
 
 TEST_F(FileLockTest, ForkedChildReleaseLeavesTheParentsLock) {
   PathOptions options;
@@ -654,13 +684,15 @@ TEST_F(FileLockTest, ForkedChildReleaseLeavesTheParentsLock) {
   int wstatus = 0;
   ASSERT_EQ(child, ::waitpid(child, &wstatus, 0));
   ASSERT_TRUE(WIFEXITED(wstatus));
-  EXPECT_EQ(0, WEXITSTATUS(wstatus) & 1) << "CurrentPid() in the child is the parent's";
+  EXPECT_EQ(0, WEXITSTATUS(wstatus) & 1)
+      << "CurrentPid() in the child is the parent's";
   EXPECT_EQ(0, WEXITSTATUS(wstatus) & 2) << "the child thinks it took the lock";
   EXPECT_EQ(0, WEXITSTATUS(wstatus) & 4) << "Release in the child left it held";
 
   EXPECT_TRUE(lock.held());
   EXPECT_TRUE(Exists(path_)) << "the child removed the lock file";
-  EXPECT_FALSE(CanLock(path_, LOCK_SH)) << "the child's release unlocked the parent";
+  EXPECT_FALSE(CanLock(path_, LOCK_SH))
+      << "the child's release unlocked the parent";
   EXPECT_EQ(::getpid(), CurrentPid());
   lock.Release();
   EXPECT_FALSE(Exists(path_));
@@ -670,21 +702,25 @@ TEST_F(FileLockTest, MoveTransfersTheLock) {
   FileLock target;
   {
     auto source = std::make_unique<FileLock>();
-    ASSERT_OK(source->AcquirePath(path_, LOCK_EX, PathOptions(), Deadline::Never()));
+    ASSERT_OK(
+        source->AcquirePath(path_, LOCK_EX, PathOptions(), Deadline::Never()));
     target = std::move(*source);
   }  // the moved-from object is destroyed here
   EXPECT_TRUE(target.held());
-  EXPECT_FALSE(CanLock(path_, LOCK_SH)) << "destroying the moved-from object unlocked it";
+  EXPECT_FALSE(CanLock(path_, LOCK_SH))
+      << "destroying the moved-from object unlocked it";
 
   FileLock constructed(std::move(target));
   target.Release();  // the moved-from object, released explicitly
   EXPECT_TRUE(constructed.held());
-  EXPECT_FALSE(CanLock(path_, LOCK_SH)) << "releasing the moved-from object unlocked it";
+  EXPECT_FALSE(CanLock(path_, LOCK_SH))
+      << "releasing the moved-from object unlocked it";
   constructed.Release();
   EXPECT_TRUE(CanLock(path_, LOCK_EX));
 }
 
-// ---- Descriptors ---------------------------------------------------------------
+// ---- Descriptors
+// ---------------------------------------------------------------
 
 TEST_F(FileLockTest, NoDescriptorLeaksOverManyCycles) {
   const std::string busy = dir_.path() + "/busy";
@@ -702,17 +738,22 @@ TEST_F(FileLockTest, NoDescriptorLeaksOverManyCycles) {
     ASSERT_OK(lock.AcquirePath(path_, i % 2 ? LOCK_EX : LOCK_SH, PathOptions(),
                                Deadline::Never()));
     lock.Release();
-    ASSERT_OK(lock.AcquirePath(path_, LOCK_EX, unlink_options, Deadline::After(1)));
+    ASSERT_OK(
+        lock.AcquirePath(path_, LOCK_EX, unlink_options, Deadline::After(1)));
     ASSERT_OK(lock.Upgrade(Deadline::Now()));
     ASSERT_OK(lock.Downgrade());
     // Acquiring again releases what was held first.
-    ASSERT_OK(lock.AcquirePath(path_, LOCK_EX, unlink_options, Deadline::Now()));
+    ASSERT_OK(
+        lock.AcquirePath(path_, LOCK_EX, unlink_options, Deadline::Now()));
     lock.Release();
     ASSERT_EQ(ErrName(EWOULDBLOCK),
               ErrName(lock.AcquirePath(busy, LOCK_EX | LOCK_NB, PathOptions(),
-                                       Deadline::Never()).err()));
-    ASSERT_EQ(ErrName(ELOOP), ErrName(lock.AcquirePath(link, LOCK_EX, PathOptions(),
-                                                       Deadline::Never()).err()));
+                                       Deadline::Never())
+                          .err()));
+    ASSERT_EQ(ErrName(ELOOP),
+              ErrName(lock.AcquirePath(link, LOCK_EX, PathOptions(),
+                                       Deadline::Never())
+                          .err()));
     ASSERT_OK(lock.AcquireDescriptor(borrowed.get(), LOCK_EX, Deadline::Now()));
     // Destroyed while holding a path lock.
     ASSERT_OK(lock.AcquirePath(path_, LOCK_SH, PathOptions(), Deadline::Now()));
@@ -720,7 +761,8 @@ TEST_F(FileLockTest, NoDescriptorLeaksOverManyCycles) {
   for (int i = 0; i < 10; ++i) {  // timed failures, which arm a timer
     FileLock lock;
     ASSERT_EQ(ErrName(ETIMEDOUT),
-              ErrName(lock.AcquirePath(busy, LOCK_SH, PathOptions(), Deadline::After(0.01))
+              ErrName(lock.AcquirePath(busy, LOCK_SH, PathOptions(),
+                                       Deadline::After(0.01))
                           .err()));
   }
   EXPECT_EQ(before, CountOpenFds());

@@ -1,7 +1,5 @@
 // Tests for Flock (whole-file flock(2) locks with a deadline) and the timed
 // waits behind it (LockBefore, ThreadWaitTimer).
-#include "flock_lock.h"
-
 #include <errno.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -24,6 +22,7 @@
 #include <vector>
 
 #include "deadline.h"
+#include "flock_lock.h"
 #include "status.h"
 #include "unique_fd.h"
 #include "wait_timer.h"
@@ -41,11 +40,15 @@ std::string ErrName(int err) {
 }
 
 // Compares errno values by name, so that failures read "ETIMEDOUT vs EINTR".
-#define EXPECT_ERR(expected, status) EXPECT_EQ(ErrName(expected), ErrName((status).err()))
-#define ASSERT_ERR(expected, status) ASSERT_EQ(ErrName(expected), ErrName((status).err()))
+#define EXPECT_ERR(expected, status) \
+  EXPECT_EQ(ErrName(expected), ErrName((status).err()))
+#define ASSERT_ERR(expected, status) \
+  ASSERT_EQ(ErrName(expected), ErrName((status).err()))
 
-milliseconds Since(steady_clock::time_point start) {
-  return std::chrono::duration_cast<milliseconds>(steady_clock::now() - start);
+// Milliseconds elapsed since start.
+long long Since(steady_clock::time_point start) {
+  return std::chrono::duration_cast<milliseconds>(steady_clock::now() - start)
+      .count();
 }
 
 // A private directory under $TMPDIR (or /tmp), removed with its contents.
@@ -53,7 +56,8 @@ class TempDir final {
  public:
   TempDir() {
     const char* base = ::getenv("TMPDIR");
-    std::string name = std::string(base && *base ? base : "/tmp") + "/locker-test-XXXXXX";
+    std::string name =
+        std::string(base && *base ? base : "/tmp") + "/locker-test-XXXXXX";
     if (::mkdtemp(name.data()) != nullptr) path_ = name;
   }
   TempDir(const TempDir&) = delete;
@@ -84,7 +88,8 @@ bool FlockWaiterListed(ino_t ino) {
   const std::string inode = ":" + std::to_string(ino) + " ";
   std::string line;
   while (std::getline(locks, line)) {
-    if (line.find("-> FLOCK") != std::string::npos && line.find(inode) != std::string::npos) {
+    if (line.find("-> FLOCK") != std::string::npos &&
+        line.find(inode) != std::string::npos) {
       return true;
     }
   }
@@ -144,14 +149,22 @@ TEST_F(FlockTest, ValidOperations) {
 }
 
 TEST_F(FlockTest, InvalidOperationsAreEinval) {
-  const int bad[] = {0,       LOCK_NB,        LOCK_SH | LOCK_EX, LOCK_SH | LOCK_UN,
-                     LOCK_EX | LOCK_UN, LOCK_SH | LOCK_EX | LOCK_NB, 16, LOCK_EX | 32, -1};
+  const int bad[] = {0,
+                     LOCK_NB,
+                     LOCK_SH | LOCK_EX,
+                     LOCK_SH | LOCK_UN,
+                     LOCK_EX | LOCK_UN,
+                     LOCK_SH | LOCK_EX | LOCK_NB,
+                     16,
+                     LOCK_EX | 32,
+                     -1};
   for (const int op : bad) {
     SCOPED_TRACE("op " + std::to_string(op));
     EXPECT_ERR(EINVAL, Flock(holder_.get(), op, Deadline::Never()));
     EXPECT_ERR(EINVAL, Flock(holder_.get(), op, Deadline::Now()));
     EXPECT_ERR(EINVAL, Flock(holder_.get(), op, Deadline::After(1)));
-    EXPECT_ERR(EINVAL, Flock(-1, op, Deadline::Never()));  // checked before the fd
+    EXPECT_ERR(EINVAL,
+               Flock(-1, op, Deadline::Never()));  // checked before the fd
   }
 }
 
@@ -168,23 +181,28 @@ TEST_F(FlockTest, SharedLocksCoexist) {
   ASSERT_TRUE(Flock(holder_.get(), LOCK_SH, Deadline::Never()).ok());
   EXPECT_TRUE(Flock(other.get(), LOCK_SH | LOCK_NB, Deadline::Never()).ok());
   EXPECT_TRUE(Flock(other.get(), LOCK_SH, Deadline::Now()).ok());
-  EXPECT_ERR(EWOULDBLOCK, Flock(other.get(), LOCK_EX | LOCK_NB, Deadline::Never()));
+  EXPECT_ERR(EWOULDBLOCK,
+             Flock(other.get(), LOCK_EX | LOCK_NB, Deadline::Never()));
 }
 
 TEST_F(FlockTest, TwoDescriptorsInOneProcessConflict) {
   UniqueFd other = OpenAgain();
   ASSERT_TRUE(Flock(holder_.get(), LOCK_EX, Deadline::Never()).ok());
-  EXPECT_ERR(EWOULDBLOCK, Flock(other.get(), LOCK_EX | LOCK_NB, Deadline::Never()));
-  EXPECT_ERR(EWOULDBLOCK, Flock(other.get(), LOCK_SH | LOCK_NB, Deadline::Never()));
+  EXPECT_ERR(EWOULDBLOCK,
+             Flock(other.get(), LOCK_EX | LOCK_NB, Deadline::Never()));
+  EXPECT_ERR(EWOULDBLOCK,
+             Flock(other.get(), LOCK_SH | LOCK_NB, Deadline::Never()));
   // LOCK_NB means one try whatever the deadline.
-  EXPECT_ERR(EWOULDBLOCK, Flock(other.get(), LOCK_EX | LOCK_NB, Deadline::After(5)));
+  EXPECT_ERR(EWOULDBLOCK,
+             Flock(other.get(), LOCK_EX | LOCK_NB, Deadline::After(5)));
   // An immediate deadline is one non-blocking try too.
   EXPECT_ERR(EWOULDBLOCK, Flock(other.get(), LOCK_EX, Deadline::Now()));
   EXPECT_ERR(EWOULDBLOCK, Flock(other.get(), LOCK_SH, Deadline::After(0)));
 
   ASSERT_TRUE(Flock(holder_.get(), LOCK_UN, Deadline::Never()).ok());
   EXPECT_TRUE(Flock(other.get(), LOCK_EX, Deadline::Now()).ok());
-  EXPECT_ERR(EWOULDBLOCK, Flock(holder_.get(), LOCK_SH | LOCK_NB, Deadline::Never()));
+  EXPECT_ERR(EWOULDBLOCK,
+             Flock(holder_.get(), LOCK_SH | LOCK_NB, Deadline::Never()));
 }
 
 TEST_F(FlockTest, TimedWaitEndsWithEtimedout) {
@@ -194,14 +212,15 @@ TEST_F(FlockTest, TimedWaitEndsWithEtimedout) {
 
   const auto start = steady_clock::now();
   const Status status = Flock(other.get(), LOCK_EX, Deadline::After(0.2));
-  const milliseconds elapsed = Since(start);
+  const long long elapsed = Since(start);
   EXPECT_ERR(ETIMEDOUT, status);
-  EXPECT_GE(elapsed, milliseconds(200));
-  EXPECT_LT(elapsed, milliseconds(5000));
+  EXPECT_GE(elapsed, 200);
+  EXPECT_LT(elapsed, 5000);
   EXPECT_EQ(timers, CountTimers()) << "a POSIX timer was left behind";
 
   // The holder's lock is untouched and the waiter holds nothing.
-  EXPECT_ERR(EWOULDBLOCK, Flock(other.get(), LOCK_SH | LOCK_NB, Deadline::Never()));
+  EXPECT_ERR(EWOULDBLOCK,
+             Flock(other.get(), LOCK_SH | LOCK_NB, Deadline::Never()));
   ASSERT_TRUE(Flock(holder_.get(), LOCK_UN, Deadline::Never()).ok());
   EXPECT_TRUE(Flock(holder_.get(), LOCK_EX | LOCK_NB, Deadline::Never()).ok());
 }
@@ -217,7 +236,7 @@ TEST_F(FlockTest, WaiterGetsTheLockWhenTheHolderUnlocks) {
     about_to_wait.set_value();
     const auto start = steady_clock::now();
     const Status status = Flock(other.get(), LOCK_EX, Deadline::After(10));
-    waited_ms = static_cast<int>(Since(start).count());
+    waited_ms = static_cast<int>(Since(start));
     EXPECT_TRUE(status.ok()) << ErrName(status.err());
   });
   about_to_wait.get_future().wait();
@@ -227,7 +246,8 @@ TEST_F(FlockTest, WaiterGetsTheLockWhenTheHolderUnlocks) {
 
   EXPECT_GE(waited_ms, 0);
   EXPECT_LT(waited_ms, 10000);
-  EXPECT_ERR(EWOULDBLOCK, Flock(holder_.get(), LOCK_SH | LOCK_NB, Deadline::Never()));
+  EXPECT_ERR(EWOULDBLOCK,
+             Flock(holder_.get(), LOCK_SH | LOCK_NB, Deadline::Never()));
   EXPECT_EQ(timers, CountTimers()) << "a POSIX timer was left behind";
 }
 
@@ -241,14 +261,15 @@ TEST_F(FlockTest, TimedWaitsInSeveralThreadsEachTimeOut) {
   // longer wait short (EINTR before its deadline) or leave one hanging.
   struct Result {
     int err = -1;
-    milliseconds elapsed{0};
+    long long elapsed = 0;
   };
   std::vector<Result> results(kThreads);
   std::vector<std::thread> threads;
   for (int i = 0; i < kThreads; ++i) {
     threads.emplace_back([&, i] {
       const auto start = steady_clock::now();
-      const Status status = Flock(fds[i].get(), LOCK_EX, Deadline::After(0.2 + 0.15 * i));
+      const Status status =
+          Flock(fds[i].get(), LOCK_EX, Deadline::After(0.2 + 0.15 * i));
       results[i] = {status.err(), Since(start)};
     });
   }
@@ -256,8 +277,8 @@ TEST_F(FlockTest, TimedWaitsInSeveralThreadsEachTimeOut) {
   for (int i = 0; i < kThreads; ++i) {
     SCOPED_TRACE("thread " + std::to_string(i));
     EXPECT_EQ(ErrName(ETIMEDOUT), ErrName(results[i].err));
-    EXPECT_GE(results[i].elapsed, milliseconds(200 + 150 * i));
-    EXPECT_LT(results[i].elapsed, milliseconds(5000));
+    EXPECT_GE(results[i].elapsed, 200 + 150 * i);
+    EXPECT_LT(results[i].elapsed, 5000);
   }
 }
 
@@ -274,12 +295,14 @@ SignalState CaptureSignalState() {
   return state;
 }
 
-void ExpectSameSignalState(const SignalState& before, const SignalState& after) {
+void ExpectSameSignalState(const SignalState& before,
+                           const SignalState& after) {
   EXPECT_EQ(reinterpret_cast<void*>(before.action.sa_handler),
             reinterpret_cast<void*>(after.action.sa_handler));
   EXPECT_EQ(before.action.sa_flags, after.action.sa_flags);
   for (int sig = 1; sig <= SIGRTMAX; ++sig) {
-    EXPECT_EQ(sigismember(&before.action.sa_mask, sig), sigismember(&after.action.sa_mask, sig))
+    EXPECT_EQ(sigismember(&before.action.sa_mask, sig),
+              sigismember(&after.action.sa_mask, sig))
         << "sa_mask, signal " << sig;
     EXPECT_EQ(sigismember(&before.mask, sig), sigismember(&after.mask, sig))
         << "thread mask, signal " << sig;
@@ -330,8 +353,10 @@ TEST_F(FlockTest, TimedWaitLeavesDispositionAndMaskAsTheyWere) {
   const struct {
     const char* name;
     const struct sigaction* action;
-  } dispositions[] = {
-      {"default", &by_default}, {"ignored", &ignore}, {"handler", &plain}, {"siginfo", &with_info}};
+  } dispositions[] = {{"default", &by_default},
+                      {"ignored", &ignore},
+                      {"handler", &plain},
+                      {"siginfo", &with_info}};
   for (const auto& disposition : dispositions) {
     for (const bool block_another : {false, true}) {
       SCOPED_TRACE(std::string(disposition.name) +
@@ -378,7 +403,8 @@ TEST_F(FlockTest, BlockedPendingTimerSignalStaysPending) {
   ExpectSameSignalState(before, after);
 
   ASSERT_EQ(0, ::sigpending(&pending));
-  EXPECT_EQ(1, sigismember(&pending, TimerSignal())) << "the caller's signal was lost";
+  EXPECT_EQ(1, sigismember(&pending, TimerSignal()))
+      << "the caller's signal was lost";
   EXPECT_EQ(0, g_timer_signals_seen.load());
   // Exactly the one instance the caller raised is pending.
   const timespec no_wait{};
@@ -417,11 +443,12 @@ TEST_F(FlockTest, AnotherSignalInterruptsTheWaitWithEintr) {
   const int err = result.get();
   waiter.join();
   EXPECT_EQ(ErrName(EINTR), ErrName(err));
-  EXPECT_LT(Since(start), milliseconds(10000));
+  EXPECT_LT(Since(start), 10000);
   EXPECT_GE(g_usr1_seen.load(), 1);
   ::sigaction(SIGUSR1, &old_usr1, nullptr);
   // The interrupted waiter holds nothing.
-  EXPECT_ERR(EWOULDBLOCK, Flock(other.get(), LOCK_SH | LOCK_NB, Deadline::Never()));
+  EXPECT_ERR(EWOULDBLOCK,
+             Flock(other.get(), LOCK_SH | LOCK_NB, Deadline::Never()));
 }
 
 // The race in which the timer fires just before the blocking call starts:
@@ -439,7 +466,7 @@ TEST(LockBeforeTest, ExpiryBeforeTheBlockingCallStillEndsTheWait) {
   const Status status = LockBefore(deadline, [&](bool blocking) {
     if (!blocking) return EWOULDBLOCK;
     ++blocking_calls;
-    while (Since(start) < milliseconds(80)) {
+    while (Since(start) < 80) {
     }
     char byte;
     // Nothing is ever written: only a signal ends this read.
@@ -447,7 +474,7 @@ TEST(LockBeforeTest, ExpiryBeforeTheBlockingCallStillEndsTheWait) {
   });
   EXPECT_ERR(ETIMEDOUT, status);
   EXPECT_EQ(1, blocking_calls);
-  EXPECT_LT(Since(start), milliseconds(2000));
+  EXPECT_LT(Since(start), 2000);
 }
 
 TEST(LockBeforeTest, OutcomesOfTheAttempt) {
@@ -460,7 +487,8 @@ TEST(LockBeforeTest, OutcomesOfTheAttempt) {
               }).ok());
   EXPECT_EQ(1, calls);
   // A hard failure is returned as it is.
-  EXPECT_ERR(ENOLCK, LockBefore(Deadline::After(5), [](bool) { return ENOLCK; }));
+  EXPECT_ERR(ENOLCK,
+             LockBefore(Deadline::After(5), [](bool) { return ENOLCK; }));
   // Never: exactly one blocking attempt.
   calls = 0;
   EXPECT_ERR(EIO, LockBefore(Deadline::Never(), [&](bool blocking) {

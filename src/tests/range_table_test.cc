@@ -42,7 +42,8 @@ TEST(RangeTableTest, StartsEmpty) {
   EXPECT_EQ(0u, table.segments());
   EXPECT_EQ(H(0, 0), table.At(0));
   EXPECT_EQ(H(0, 0), table.At(kRangeEnd - 1));
-  EXPECT_EQ((std::vector<Piece>{{0, kRangeEnd, 0, 0}}), Pieces(table, 0, kRangeEnd));
+  EXPECT_EQ((std::vector<Piece>{{0, kRangeEnd, 0, 0}}),
+            Pieces(table, 0, kRangeEnd));
 }
 
 TEST(RangeTableTest, HoldsMode) {
@@ -66,7 +67,8 @@ TEST(RangeTableTest, OneRange) {
             Pieces(table, 0, 30));
   // A walk that starts and ends inside segments is clipped to the request.
   EXPECT_EQ((std::vector<Piece>{{12, 18, 1, 0}}), Pieces(table, 12, 18));
-  EXPECT_EQ((std::vector<Piece>{{15, 20, 1, 0}, {20, 25, 0, 0}}), Pieces(table, 15, 25));
+  EXPECT_EQ((std::vector<Piece>{{15, 20, 1, 0}, {20, 25, 0, 0}}),
+            Pieces(table, 15, 25));
 
   table.Add(10, 20, RangeMode::kShared, -1);
   EXPECT_TRUE(table.empty());
@@ -98,16 +100,18 @@ TEST(RangeTableTest, OverlappingHolds) {
   RangeTable table;
   table.Add(0, 100, RangeMode::kExclusive, +1);
   table.Add(50, 150, RangeMode::kShared, +1);
-  EXPECT_EQ((std::vector<Piece>{{0, 50, 0, 1}, {50, 100, 1, 1}, {100, 150, 1, 0},
-                                {150, 160, 0, 0}}),
-            Pieces(table, 0, 160));
+  EXPECT_EQ(
+      (std::vector<Piece>{
+          {0, 50, 0, 1}, {50, 100, 1, 1}, {100, 150, 1, 0}, {150, 160, 0, 0}}),
+      Pieces(table, 0, 160));
   EXPECT_EQ(RangeMode::kExclusive, table.At(75).mode());
 
   // Releasing the exclusive hold leaves exactly the shared one.
   table.Add(0, 100, RangeMode::kExclusive, -1);
   EXPECT_EQ(2u, table.segments());
-  EXPECT_EQ((std::vector<Piece>{{0, 50, 0, 0}, {50, 150, 1, 0}, {150, 160, 0, 0}}),
-            Pieces(table, 0, 160));
+  EXPECT_EQ(
+      (std::vector<Piece>{{0, 50, 0, 0}, {50, 150, 1, 0}, {150, 160, 0, 0}}),
+      Pieces(table, 0, 160));
 
   table.Add(50, 150, RangeMode::kShared, -1);
   EXPECT_TRUE(table.empty());
@@ -143,7 +147,8 @@ TEST(RangeTableTest, ToEndOfFile) {
             Pieces(table, 0, kRangeEnd));
 
   table.Add(0, 200, RangeMode::kExclusive, +1);
-  EXPECT_EQ((std::vector<Piece>{{0, 100, 0, 1}, {100, 200, 1, 1}, {200, kRangeEnd, 1, 0}}),
+  EXPECT_EQ((std::vector<Piece>{
+                {0, 100, 0, 1}, {100, 200, 1, 1}, {200, kRangeEnd, 1, 0}}),
             Pieces(table, 0, kRangeEnd));
   table.Add(150, kRangeEnd, RangeMode::kShared, +1);
   EXPECT_EQ(H(2, 0), table.At(kRangeEnd - 1));
@@ -172,12 +177,15 @@ TEST(RangeTableTest, WalkCoversRequestExactly) {
     for (off_t end = start + 1; end <= 35; ++end) {
       off_t next = start;
       table.Walk(start, end, [&](off_t from, off_t to, const Holds& h) {
-        EXPECT_EQ(next, from) << "gap or overlap in [" << start << ", " << end << ")";
+        EXPECT_EQ(next, from)
+            << "gap or overlap in [" << start << ", " << end << ")";
         EXPECT_LT(from, to);
-        for (off_t b = from; b < to; ++b) EXPECT_EQ(table.At(b), h) << "byte " << b;
+        for (off_t b = from; b < to; ++b)
+          EXPECT_EQ(table.At(b), h) << "byte " << b;
         next = to;
       });
-      EXPECT_EQ(end, next) << "walk of [" << start << ", " << end << ") stopped early";
+      EXPECT_EQ(end, next) << "walk of [" << start << ", " << end
+                           << ") stopped early";
     }
   }
 }
@@ -195,20 +203,22 @@ struct Op {
 void ApplyToModel(std::vector<Holds>* model, const Op& op, int delta) {
   const off_t last = op.end == kRangeEnd ? kModelBytes : op.end;
   for (off_t b = op.start; b < last; ++b) {
-    (op.mode == RangeMode::kExclusive ? (*model)[b].exclusive : (*model)[b].shared) += delta;
+    (op.mode == RangeMode::kExclusive ? (*model)[b].exclusive
+                                      : (*model)[b].shared) += delta;
   }
 }
 
 // Compares every byte, the walk and the number of segments (the table must
 // stay minimal: one key per change of holds).
-void ExpectMatchesModel(const RangeTable& table, const std::vector<Holds>& model,
+void ExpectMatchesModel(const RangeTable& table,
+                        const std::vector<Holds>& model,
                         const std::string& where) {
   size_t changes = 0;
   Holds previous;
   for (int b = 0; b < kModelBytes; ++b) {
     ASSERT_EQ(model[b], table.At(b))
-        << where << ": byte " << b << " model " << Describe(model[b]) << " table "
-        << Describe(table.At(b));
+        << where << ": byte " << b << " model " << Describe(model[b])
+        << " table " << Describe(table.At(b));
     if (model[b] != previous) ++changes;
     previous = model[b];
   }
@@ -221,9 +231,12 @@ void ExpectMatchesModel(const RangeTable& table, const std::vector<Holds>& model
   bool first = true;
   table.Walk(0, kRangeEnd, [&](off_t from, off_t to, const Holds& h) {
     ASSERT_EQ(next, from) << where;
-    if (!first) ASSERT_NE(last_piece, h) << where << ": equal neighbours at " << from;
+    if (!first) {
+      ASSERT_NE(last_piece, h) << where << ": equal neighbours at " << from;
+    }
     const off_t stop = to == kRangeEnd ? kModelBytes : to;
-    for (off_t b = from; b < stop && b < kModelBytes; ++b) ASSERT_EQ(model[b], h) << where;
+    for (off_t b = from; b < stop && b < kModelBytes; ++b)
+      ASSERT_EQ(model[b], h) << where;
     last_piece = h;
     first = false;
     next = to;
@@ -233,7 +246,8 @@ void ExpectMatchesModel(const RangeTable& table, const std::vector<Holds>& model
 
 unsigned SeedFromEnvironment(unsigned fallback) {
   const char* text = std::getenv("LOCKER_TEST_SEED");
-  return text && *text ? static_cast<unsigned>(std::strtoul(text, nullptr, 10)) : fallback;
+  return text && *text ? static_cast<unsigned>(std::strtoul(text, nullptr, 10))
+                       : fallback;
 }
 
 TEST(RangeTableTest, RandomisedAgainstPerByteModel) {
@@ -241,8 +255,9 @@ TEST(RangeTableTest, RandomisedAgainstPerByteModel) {
   std::vector<unsigned> seeds = {1, 2, 3, 42, 2024, 77777};
   if (std::getenv("LOCKER_TEST_SEED")) seeds = {SeedFromEnvironment(0)};
   for (const unsigned seed : seeds) {
-    SCOPED_TRACE("seed " + std::to_string(seed) + " (replay with LOCKER_TEST_SEED=" +
-                 std::to_string(seed) + ")");
+    SCOPED_TRACE("seed " + std::to_string(seed) +
+                 " (replay with LOCKER_TEST_SEED=" + std::to_string(seed) +
+                 ")");
     std::mt19937 random(seed);
     auto uniform = [&](int lo, int hi) {
       return std::uniform_int_distribution<int>(lo, hi)(random);
@@ -251,11 +266,13 @@ TEST(RangeTableTest, RandomisedAgainstPerByteModel) {
     std::vector<Holds> model(kModelBytes);
     std::vector<Op> live;
     for (int step = 0; step < 3000; ++step) {
-      const bool add = live.empty() || (live.size() < 60 && uniform(0, 99) < 55);
+      const bool add =
+          live.empty() || (live.size() < 60 && uniform(0, 99) < 55);
       if (add) {
         Op op;
         op.start = uniform(0, kModelBytes - 2);
-        op.end = uniform(0, 9) == 0 ? kRangeEnd : uniform(op.start + 1, kModelBytes - 1);
+        op.end = uniform(0, 9) == 0 ? kRangeEnd
+                                    : uniform(op.start + 1, kModelBytes - 1);
         op.mode = uniform(0, 1) ? RangeMode::kExclusive : RangeMode::kShared;
         table.Add(op.start, op.end, op.mode, +1);
         ApplyToModel(&model, op, +1);
