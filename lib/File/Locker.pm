@@ -311,7 +311,10 @@ downgrading one guard gives back only what no other guard needs -- exclusive
 bytes another guard holds shared are downgraded, not dropped. An internal
 table of hold counts per byte range makes this cost O(log n) in the number of
 ranges held, not a scan of them. Guards on different handles do not compose;
-they conflict.
+they conflict. Composition is kept per descriptor: two descriptors that
+share one open file description (made with C<dup>, or C<< open '>&' >>)
+share the kernel's locks but not File::Locker's bookkeeping, so take the
+guards of one description through one handle.
 
 An upgrade first tries to convert atomically. If that would wait, it gives up
 the bytes only this guard holds shared and then waits for the exclusive
