@@ -11,7 +11,7 @@ use IO::File;
 use POSIX qw(EBADF EINVAL EWOULDBLOCK EINTR);
 use Time::HiRes ();
 use lib 't/lib';
-use LockerTest qw(holder probe scratch_file scratch_dir);
+use LockerTest qw(holder probe scratch_file scratch_dir release_and_wait);
 use File::Locker ();
 
 my $path = scratch_file();
@@ -49,8 +49,6 @@ sub bounded {
     die $@ if $@;
     return @got;
 }
-
-sub release { my ($holder) = @_; $holder->say('release'); $holder->expect('released'); $holder->wait }
 
 # Each case: name, setup (returns the arguments, shared by both calls),
 # code (FLOCK stands for the function), the expected observation (or a sub
@@ -254,7 +252,7 @@ subtest 'TIMEOUT on a lock held by another process' => sub {
     is_deeply interrupted_wait(sub { File::Locker::flock($fh, LOCK_SH, undef) }), $core,
       'TIMEOUT undef: same as CORE::flock';
 
-    release($holder);
+    release_and_wait($holder);
     is bounded(sub { File::Locker::flock($fh, LOCK_SH, 0) }), 1, 'TIMEOUT 0 once released: true';
 };
 

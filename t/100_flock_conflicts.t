@@ -10,49 +10,17 @@ use warnings;
 use Test::More;
 use POSIX qw(EWOULDBLOCK);
 use File::Locker qw(:flock flock);
-use LockerTest qw(scratch_file spawn probe);
+use LockerTest qw(scratch_file spawn probe our_holder try_flock conflicts);
 
 $SIG{PIPE} = 'IGNORE';    # a dead peer must fail a test, not kill the script
 
 my %NAME = (LOCK_SH() => 'LOCK_SH', LOCK_EX() => 'LOCK_EX');
 my @MODES = (LOCK_SH, LOCK_EX);
 
-# A child that takes File::Locker::flock(MODE) on its own read-only handle of
-# PATH. Returns its peer and its first word: 'locked' or 'failed ERRNO'.
-# Either way the child then waits for 'release', unlocks with LOCK_UN (the
-# handle stays open, so only the unlock can free the lock) and answers
-# 'released'; it exits when the parent closes the pipe (peer->wait).
-sub our_holder {
-    my ($path, $mode) = @_;
-    my $peer = spawn(sub {
-        my ($parent) = @_;
-        open my $fh, '<', $path or die "open $path: $!";
-        my $locked = File::Locker::flock($fh, $mode);
-        $parent->say($locked ? 'locked' : 'failed ' . ($! + 0));
-        $parent->expect('release');
-        if ($locked) {
-            File::Locker::flock($fh, LOCK_UN) or die "unlock: $!";
-        }
-        $parent->say('released');
-        $parent->hear;    # end of file: the parent is done with us
-        close $fh;
-    });
-    return ($peer, $peer->hear // 'end of file');
-}
-
 sub release_holder {
     my ($peer, $what) = @_;
     $peer->say('release');
     is($peer->hear, 'released', "$what: holder released");
-}
-
-# Calls flock and returns its result and $! (as a number) right after.
-sub try_lock {
-    my ($fh, $op) = @_;
-    local $!;
-    $! = 0;
-    my $got = flock($fh, $op);
-    return ($got, $! + 0);
 }
 
 # Expects a request refused as flock(2) refuses with LOCK_NB: 0, EWOULDBLOCK.
@@ -62,8 +30,6 @@ sub refused_ok {
       or diag('got ' . ($got // 'undef'));
     is($errno, EWOULDBLOCK, "$what: \$! is EWOULDBLOCK");
 }
-
-sub conflicts { my ($held, $wanted) = @_; return $held == LOCK_EX || $wanted == LOCK_EX }
 
 subtest 'conflict matrix across processes' => sub {
     for my $held (@MODES) {
@@ -75,7 +41,7 @@ subtest 'conflict matrix across processes' => sub {
             is(probe($path, LOCK_EX), 0, "$what: the holder's lock is really held");
 
             open my $fh, '<', $path or die "open $path: $!";
-            my ($got, $errno) = try_lock($fh, $wanted | LOCK_NB);
+            my ($got, $errno) = try_flock($fh, $wanted | LOCK_NB);
             if (conflicts($held, $wanted)) {
                 refused_ok($got, $errno, $what);
             }
@@ -85,7 +51,7 @@ subtest 'conflict matrix across processes' => sub {
             }
 
             release_holder($holder, $what);
-            ($got, $errno) = try_lock($fh, $wanted | LOCK_NB);
+            ($got, $errno) = try_flock($fh, $wanted | LOCK_NB);
             is($got, 1, "$what: granted after the holder released")
               or diag("errno $errno");
             is(probe($path, LOCK_EX), 0, "$what: the new lock is visible to another process");
@@ -105,7 +71,7 @@ subtest 'conflict matrix across two handles in one process' => sub {
             open my $second, '<', $path or die "open $path: $!";
 
             is(flock($first, $held), 1, "$what: first handle locked");
-            my ($got, $errno) = try_lock($second, $wanted | LOCK_NB);
+            my ($got, $errno) = try_flock($second, $wanted | LOCK_NB);
             if (conflicts($held, $wanted)) {
                 refused_ok($got, $errno, $what);
             }
@@ -115,7 +81,7 @@ subtest 'conflict matrix across two handles in one process' => sub {
             }
 
             is(flock($first, LOCK_UN), 1, "$what: first handle unlocked");
-            ($got, $errno) = try_lock($second, $wanted | LOCK_NB);
+            ($got, $errno) = try_flock($second, $wanted | LOCK_NB);
             is($got, 1, "$what: granted once the first handle unlocked")
               or diag("errno $errno");
             is(flock($second, LOCK_UN), 1, "$what: second handle unlocked");
@@ -129,7 +95,7 @@ subtest 'LOCK_EX on a read-only handle' => sub {
     my $path = scratch_file();
     chmod 0444, $path or die "chmod $path: $!";
     open my $fh, '<', $path or die "open $path: $!";
-    my ($got, $errno) = try_lock($fh, LOCK_EX | LOCK_NB);
+    my ($got, $errno) = try_flock($fh, LOCK_EX | LOCK_NB);
     is($got, 1, 'LOCK_EX|LOCK_NB granted on a handle opened with <')
       or diag("errno $errno");
     is(probe($path, LOCK_SH), 0, 'and it is exclusive: another process cannot share it');
@@ -144,14 +110,14 @@ subtest 'LOCK_EX on a read-only handle' => sub {
 subtest 'LOCK_UN on an unlocked handle' => sub {
     my $path = scratch_file();
     open my $fh, '<', $path or die "open $path: $!";
-    my ($got, $errno) = try_lock($fh, LOCK_UN);
+    my ($got, $errno) = try_flock($fh, LOCK_UN);
     is($got, 1, 'LOCK_UN on a handle that never locked returns 1')
       or diag("errno $errno");
     is(flock($fh, LOCK_EX), 1, 'lock');
     is(flock($fh, LOCK_UN), 1, 'unlock');
-    ($got, $errno) = try_lock($fh, LOCK_UN);
+    ($got, $errno) = try_flock($fh, LOCK_UN);
     is($got, 1, 'a second LOCK_UN returns 1') or diag("errno $errno");
-    ($got, $errno) = try_lock($fh, LOCK_UN | LOCK_NB);
+    ($got, $errno) = try_flock($fh, LOCK_UN | LOCK_NB);
     is($got, 1, 'LOCK_UN|LOCK_NB returns 1') or diag("errno $errno");
     is(probe($path, LOCK_EX), 1, 'nothing is left locked');
     close $fh;
@@ -167,11 +133,11 @@ subtest 'conversions on one handle, uncontended' => sub {
         is(probe($path, LOCK_SH), 1, "$how: shared: another process can share it");
         is(probe($path, LOCK_EX), 0, "$how: shared: another process cannot take it exclusively");
 
-        my ($got, $errno) = try_lock($fh, LOCK_EX | $nb);
+        my ($got, $errno) = try_flock($fh, LOCK_EX | $nb);
         is($got, 1, "$how: converted LOCK_SH to LOCK_EX") or diag("errno $errno");
         is(probe($path, LOCK_SH), 0, "$how: now exclusive: another process cannot share it");
 
-        ($got, $errno) = try_lock($fh, LOCK_SH | $nb);
+        ($got, $errno) = try_flock($fh, LOCK_SH | $nb);
         is($got, 1, "$how: converted LOCK_EX to LOCK_SH") or diag("errno $errno");
         is(probe($path, LOCK_SH), 1, "$how: shared again: another process can share it");
         is(probe($path, LOCK_EX), 0, "$how: shared again: still held");

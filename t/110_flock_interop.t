@@ -11,30 +11,19 @@ use POSIX qw(EWOULDBLOCK);
 use File::Spec;
 use IPC::Open2 qw(open2);
 use File::Locker qw(:flock flock);
-use LockerTest qw(scratch_file spawn probe holder);
+use LockerTest qw(scratch_file spawn probe holder our_holder try_flock conflicts in_path);
 
 $SIG{PIPE} = 'IGNORE';    # a dead peer must fail a test, not kill the script
 
 my %NAME = (LOCK_SH() => 'LOCK_SH', LOCK_EX() => 'LOCK_EX');
 my @MODES = (LOCK_SH, LOCK_EX);
 
-sub conflicts { my ($held, $wanted) = @_; return $held == LOCK_EX || $wanted == LOCK_EX }
-
-# Calls File::Locker::flock and returns its result and $! (as a number).
-sub try_lock {
-    my ($fh, $op) = @_;
-    local $!;
-    $! = 0;
-    my $got = flock($fh, $op);
-    return ($got, $! + 0);
-}
-
 # Checks what File::Locker::flock(WANTED|LOCK_NB) on a fresh handle of PATH
 # gets while something else holds HELD, and releases what it got.
 sub our_request_ok {
     my ($path, $held, $wanted, $what) = @_;
     open my $fh, '<', $path or die "open $path: $!";
-    my ($got, $errno) = try_lock($fh, $wanted | LOCK_NB);
+    my ($got, $errno) = try_flock($fh, $wanted | LOCK_NB);
     if (conflicts($held, $wanted)) {
         ok(defined $got && $got eq '0', "$what: refused with 0") or diag('got ' . ($got // 'undef'));
         is($errno, EWOULDBLOCK, "$what: \$! is EWOULDBLOCK");
@@ -50,41 +39,10 @@ sub our_request_ok {
 sub our_grant_ok {
     my ($path, $wanted, $what) = @_;
     open my $fh, '<', $path or die "open $path: $!";
-    my ($got, $errno) = try_lock($fh, $wanted | LOCK_NB);
+    my ($got, $errno) = try_flock($fh, $wanted | LOCK_NB);
     is($got, 1, $what) or diag("errno $errno");
     flock($fh, LOCK_UN);
     close $fh;
-}
-
-# A child holding File::Locker::flock(MODE) on its own handle of PATH; answers
-# 'locked' (or 'failed ERRNO'), then on 'release' unlocks with LOCK_UN and
-# answers 'released', keeping the handle open until the parent closes the pipe.
-sub our_holder {
-    my ($path, $mode) = @_;
-    my $peer = spawn(sub {
-        my ($parent) = @_;
-        open my $fh, '<', $path or die "open $path: $!";
-        my $locked = File::Locker::flock($fh, $mode);
-        $parent->say($locked ? 'locked' : 'failed ' . ($! + 0));
-        $parent->expect('release');
-        if ($locked) {
-            File::Locker::flock($fh, LOCK_UN) or die "unlock: $!";
-        }
-        $parent->say('released');
-        $parent->hear;
-        close $fh;
-    });
-    return ($peer, $peer->hear // 'end of file');
-}
-
-# Full path of an executable NAME found in PATH, or undef.
-sub in_path {
-    my ($name) = @_;
-    for my $dir (File::Spec->path) {
-        my $file = File::Spec->catfile($dir, $name);
-        return $file if -f $file && -x _;
-    }
-    return undef;
 }
 
 # Runs COMMAND with its output discarded; returns its exit code (-1 if it

@@ -11,18 +11,9 @@ use Test::More;
 use Fcntl qw(SEEK_SET SEEK_END);
 use POSIX qw(EWOULDBLOCK);
 use File::Locker qw(:flock flock);
-use LockerTest qw(scratch_file spawn holder);
+use LockerTest qw(scratch_file spawn holder slurp read_line);
 
 $SIG{PIPE} = 'IGNORE';    # a dead peer must fail a test, not kill the script
-
-sub slurp {
-    my ($path) = @_;
-    open my $in, '<', $path or die "open $path: $!";
-    local $/;
-    my $text = readline $in;
-    close $in;
-    return $text // '';
-}
 
 sub write_file {
     my ($path, $text) = @_;
@@ -171,18 +162,6 @@ subtest 'flush before a refused LOCK_NB attempt, as CORE::flock does' => sub {
     is($holder->wait, 0, 'holder exited cleanly');
 };
 
-# Next line from a pipe, without its newline (undef at end of file); dies
-# after $LockerTest::PATIENCE seconds as a safety net, as Peer::hear does.
-sub next_line {
-    my ($in) = @_;
-    local $SIG{ALRM} = sub { die "no line on the pipe in $LockerTest::PATIENCE s\n" };
-    my $left = alarm $LockerTest::PATIENCE;
-    my $line = readline $in;
-    alarm $left;
-    chomp $line if defined $line;
-    return $line;
-}
-
 subtest 'counter: read-modify-write under the lock, buffered, no explicit flush' => sub {
     my ($workers, $increments) = (4, 50);
     my $path = scratch_file();
@@ -229,7 +208,7 @@ subtest 'counter: read-modify-write under the lock, buffered, no explicit flush'
     is($_->hear, 'ready', 'worker ' . $_->pid . ' ready') for @peers;
     $_->say('go') for @peers;
     my $ticks = 0;
-    while (defined(my $id = next_line($ticks_in))) {
+    while (defined(my $id = read_line($ticks_in))) {
         $ticks++;
         $peers[$id]->say('next');
     }

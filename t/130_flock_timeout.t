@@ -7,16 +7,13 @@ use warnings;
 use Test::More;
 use Config;
 use POSIX ();
-use Time::HiRes ();
-use LockerTest qw(spawn holder probe scratch_file);
+use LockerTest qw(spawn holder probe scratch_file now release_and_wait open_lock set_members);
 use File::Locker qw(:flock flock);
 
 my $SAFETY = 10;    # seconds: an upper bound only a broken wait could reach
 my $ETIMEDOUT   = POSIX::ETIMEDOUT();
 my $EWOULDBLOCK = POSIX::EWOULDBLOCK();
 my $TIMER_SIG   = POSIX::SIGRTMIN() + 5;
-
-sub now { Time::HiRes::clock_gettime(Time::HiRes::CLOCK_MONOTONIC()) }
 
 # Runs flock under a safety alarm so that a wait that never ends fails the
 # test instead of hanging it. Returns (result, errno, seconds taken).
@@ -33,13 +30,6 @@ sub timed_flock {
     return ($r, $err, $t1 - $t0);
 }
 
-sub release {
-    my ($peer) = @_;
-    $peer->say('release');
-    $peer->expect('released');
-    return $peer->wait;
-}
-
 # Runs CODE while a CORE::flock holder of MODE keeps PATH busy; the holder is
 # released whatever CODE does.
 sub with_holder {
@@ -47,14 +37,8 @@ sub with_holder {
     my $h   = holder($path, $mode);
     my $ok  = eval { $code->($h); 1 };
     my $err = $@;
-    release($h);
+    release_and_wait($h);
     die $err unless $ok;
-}
-
-sub open_lock {
-    my ($path) = @_;
-    open my $fh, '<', $path or die "open $path: $!";
-    return $fh;
 }
 
 # --- signal state -----------------------------------------------------------
@@ -66,11 +50,6 @@ sub sig_name_of {
     my @nums  = split ' ', $Config{sig_num};
     for my $i (0 .. $#names) { return $names[$i] if $nums[$i] == $num }
     return undef;
-}
-
-sub set_members {
-    my ($set) = @_;
-    return [ grep { $set->ismember($_) } 1 .. POSIX::SIGRTMAX() ];
 }
 
 sub disposition {
@@ -243,7 +222,7 @@ sub early_success {
             $parent->expect('done');
         });
         $w->expect('waiting');
-        is(release($h), 0, 'holder released');
+        is(release_and_wait($h), 0, 'holder released');
         my $report = $w->hear // 'nothing';
         my ($r, $err, $took, $same) = $report =~ /^got (\d+) (\d+) (\S+) (\d)$/;
         is($r, 1, 'the waiter got the lock') or diag "waiter said: $report";
@@ -356,7 +335,7 @@ SKIP: {
         is($c->hear, 'handler ran 1', "child: the user's handler runs afterwards");
         is($c->wait, 0, 'child exited cleanly');
 
-        is(release($h), 0, 'holder released');
+        is(release_and_wait($h), 0, 'holder released');
     };
 
     subtest 'a pending, blocked SIGRTMIN+5 survives a timed wait' => sub {

@@ -22,7 +22,7 @@ use POSIX qw(EBADF ENOENT EWOULDBLOCK ETIMEDOUT);
 use Scalar::Util qw(blessed);
 use Time::HiRes qw(clock_gettime CLOCK_MONOTONIC);
 use File::Locker qw(:flock lock_range range_conflict);
-use LockerTest qw(scratch_file spawn fd_count);
+use LockerTest qw(scratch_file spawn fd_count open_rw slurp release_holder try_range refused_ok);
 
 $SIG{PIPE} = 'IGNORE';    # a dead peer must fail a test, not kill the script
 
@@ -50,22 +50,6 @@ sub describe {
     return join ' ', name_of($c->{mode}), $c->{offset}, $c->{length};
 }
 
-# Calls lock_range and returns its result and $! (as a number) right after.
-sub try_range {
-    my @args = @_;
-    local $!;
-    $! = 0;
-    my $guard = lock_range(@args);
-    return ($guard, $! + 0);
-}
-
-# Expects undef with $! == ERRNO from try_range's results.
-sub refused_ok {
-    my ($guard, $errno, $want, $what) = @_;
-    ok(!defined $guard, "$what: undef") or diag("got $guard");
-    is($errno, $want, "$what: \$! is " . POSIX::strerror($want));
-}
-
 # Expects a guard from try_range's results.
 sub granted_ok {
     my ($guard, $errno, $what) = @_;
@@ -79,20 +63,6 @@ sub exception(&) {
     my ($code) = @_;
     local $@;
     return eval { $code->(); 1 } ? undef : $@;
-}
-
-sub open_rw {
-    my ($path) = @_;
-    open my $fh, '+<', $path or die "open $path: $!";
-    return $fh;
-}
-
-sub slurp {
-    my ($path) = @_;
-    open my $fh, '<', $path or die "open $path: $!";
-    local $/;
-    my $data = <$fh>;
-    return $data;
 }
 
 # Asks a fresh process, on its own read-only handle of PATH, what
@@ -192,15 +162,6 @@ sub classic_holder {
     });
     $peer->expect('locked');
     return $peer;
-}
-
-# Tells a holder child to release, reaps it; returns its last word.
-sub release_holder {
-    my ($peer) = @_;
-    $peer->say('release');
-    my $word = $peer->hear // 'end of file';
-    $peer->wait;
-    return $word;
 }
 
 # Spins until /proc/locks lists a blocked request ("->") on PATH's inode:

@@ -13,10 +13,9 @@ use warnings;
 
 use Test::More;
 use POSIX qw(EWOULDBLOCK EAGAIN EACCES ETIMEDOUT);
-use File::Spec;
 use IPC::Open2 qw(open2);
 use File::Locker qw(:flock lock_range range_conflict);
-use LockerTest qw(scratch_file spawn);
+use LockerTest qw(scratch_file spawn open_rw try_range in_path);
 
 $SIG{PIPE} = 'IGNORE';    # a dead peer must fail a test, not kill the script
 
@@ -31,22 +30,6 @@ my $FCNTLLOCK_WHY  = $HAVE_FCNTLLOCK ? '' : 'File::FcntlLock cannot be loaded: '
 # The fcntl constants File::FcntlLock exports are POSIX's.
 my %FC = map { $_ => POSIX->can($_)->() } qw(F_GETLK F_SETLK F_RDLCK F_WRLCK F_UNLCK SEEK_SET);
 sub fc { my ($name) = @_; return $FC{$name} // die "no constant $name" }
-
-# Opens PATH read-write (LOCK_EX and F_WRLCK need a writable handle).
-sub open_rw {
-    my ($path) = @_;
-    open my $fh, '+<', $path or die "open $path: $!";
-    return $fh;
-}
-
-# lock_range with $! captured as a number; returns (guard or undef, errno).
-sub try_range {
-    my (@args) = @_;
-    local $!;
-    $! = 0;
-    my $g = lock_range(@args);
-    return ($g, $! + 0);
-}
 
 sub describe {
     my ($c) = @_;
@@ -314,16 +297,6 @@ SKIP: {
 }
 
 # ---- Python's fcntl.lockf -------------------------------------------------
-
-# Full path of an executable NAME found in PATH, or undef.
-sub in_path {
-    my ($name) = @_;
-    for my $dir (File::Spec->path) {
-        my $file = File::Spec->catfile($dir, $name);
-        return $file if -f $file && -x _;
-    }
-    return undef;
-}
 
 # Reads commands on stdin, one a line, and answers each with one line:
 #   lock ex|sh START LEN   fcntl.lockf(..., LOCK_EX|LOCK_NB or LOCK_SH|LOCK_NB)

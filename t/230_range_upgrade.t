@@ -19,7 +19,7 @@ use Test::More;
 use POSIX ();
 use Time::HiRes ();
 use File::Locker qw(:flock lock_range range_conflict);
-use LockerTest qw(scratch_file spawn);
+use LockerTest qw(scratch_file spawn open_rw);
 
 $SIG{PIPE} = 'IGNORE';
 
@@ -44,12 +44,6 @@ END {
             waitpid $pid, 0;
         }
     }
-}
-
-sub open_rw {
-    my ($file) = @_;
-    sysopen(my $fh, $file, POSIX::O_RDWR()) or die "open $file: $!";
-    return $fh;
 }
 
 sub read_marker {

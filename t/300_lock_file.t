@@ -17,50 +17,17 @@ use POSIX qw(EBADF ENOENT ELOOP EACCES EWOULDBLOCK ETIMEDOUT);
 use Scalar::Util qw(blessed refaddr);
 use Time::HiRes qw(clock_gettime CLOCK_MONOTONIC);
 use File::Locker qw(:flock lock_file);
-use LockerTest qw(scratch_file scratch_dir spawn probe holder fd_count);
+use LockerTest qw(scratch_file scratch_dir spawn probe holder fd_count slurp release_holder release_on_waiter try_lock_file refused_ok);
 
 $SIG{PIPE} = 'IGNORE';    # a dead peer must fail a test, not kill the script
 
 my $GUARD = 'File::Locker::Guard';
-
-# Calls lock_file and returns its result and $! (as a number) right after.
-sub try_lock {
-    my @args = @_;
-    local $!;
-    $! = 0;
-    my $guard = lock_file(@args);
-    return ($guard, $! + 0);
-}
-
-# Expects undef with $! == ERRNO from try_lock's results.
-sub refused_ok {
-    my ($guard, $errno, $want, $what) = @_;
-    ok(!defined $guard, "$what: undef") or diag("got $guard");
-    is($errno, $want, "$what: \$! is " . POSIX::strerror($want));
-}
-
-sub slurp {
-    my ($path) = @_;
-    open my $fh, '<', $path or die "open $path: $!";
-    local $/;
-    my $data = <$fh>;
-    return $data;
-}
 
 sub spew {
     my ($path, $data) = @_;
     open my $fh, '>', $path or die "open $path: $!";
     print {$fh} $data or die "write $path: $!";
     close $fh or die "close $path: $!";
-}
-
-# Releases a LockerTest::holder child and reaps it.
-sub release_holder {
-    my ($peer) = @_;
-    $peer->say('release');
-    my $word = $peer->hear // 'end of file';
-    $peer->wait;
-    return $word;
 }
 
 # Like LockerTest::probe, for a directory: a fresh process opens DIR with
@@ -78,39 +45,6 @@ sub probe_dir {
     return 1 if $answer eq 'granted';
     return 0 if $answer eq 'busy ' . EWOULDBLOCK;
     die "probe of directory $dir: unexpected answer '$answer'";
-}
-
-# A holder of LOCK_EX on PATH that, once told the pid of a waiter, releases
-# as soon as /proc/locks shows that process blocked on PATH's inode with a
-# WRITE request: the waiter is then certainly waiting, not trying later.
-sub release_on_waiter {
-    my ($path) = @_;
-    my $ino = (stat $path)[1];
-    my $peer = spawn(sub {
-        my ($parent) = @_;
-        open my $fh, '<', $path or die "open $path: $!";
-        flock $fh, LOCK_EX or die "flock: $!";
-        $parent->say('locked');
-        my $waiter = $parent->hear // die "no waiter pid\n";
-        my $give_up = clock_gettime(CLOCK_MONOTONIC) + $LockerTest::PATIENCE;
-        my $seen = 0;
-        until ($seen) {
-            die "pid $waiter never blocked on $path\n" if clock_gettime(CLOCK_MONOTONIC) > $give_up;
-            open my $locks, '<', '/proc/locks' or die "open /proc/locks: $!";
-            while (my $line = <$locks>) {
-                if ($line =~ /^\d+:\s+->\s+FLOCK\s+\S+\s+WRITE\s+(\d+)\s+[0-9a-f]+:[0-9a-f]+:(\d+)\s/
-                    && $1 == $waiter && $2 == $ino) {
-                    $seen = 1;
-                    last;
-                }
-            }
-        }
-        flock $fh, LOCK_UN or die "unlock: $!";
-        $parent->say('released');
-        $parent->hear;    # end of file: the parent is done with us
-    });
-    $peer->expect('locked');
-    return $peer;
 }
 
 # The targets of a process's descriptors as seen by a command started with
@@ -221,10 +155,10 @@ subtest 'lock_file(FH): glob ref, *FH, IO::File' => sub {
 
     open my $closed, '<', $path or die "open $path: $!";
     close $closed;
-    refused_ok(try_lock($closed, LOCK_EX), EBADF, 'closed handle');
+    refused_ok(try_lock_file($closed, LOCK_EX), EBADF, 'closed handle');
 
     open my $mem, '<', \(my $buffer = "in memory\n") or die "open in-memory: $!";
-    refused_ok(try_lock($mem, LOCK_EX), EBADF, 'in-memory handle');
+    refused_ok(try_lock_file($mem, LOCK_EX), EBADF, 'in-memory handle');
 };
 
 subtest 'lock files: content, creation, perms, symlinks, directories' => sub {
@@ -260,13 +194,13 @@ subtest 'lock files: content, creation, perms, symlinks, directories' => sub {
     undef $g;
 
     my $missing = "$dir/missing";
-    refused_ok(try_lock($missing, LOCK_EX, create => 0), ENOENT, 'create => 0 on a missing file');
+    refused_ok(try_lock_file($missing, LOCK_EX, create => 0), ENOENT, 'create => 0 on a missing file');
     ok(!-e $missing, 'create => 0 does not create the file');
 
     my $target = scratch_file();
     my $link = "$dir/link-to-target";
     symlink($target, $link) or die "symlink: $!";
-    refused_ok(try_lock($link, LOCK_EX), ELOOP, 'a symlink at PATH');
+    refused_ok(try_lock_file($link, LOCK_EX), ELOOP, 'a symlink at PATH');
     is(probe($target, LOCK_EX), 1, 'the refused symlink left the target unlocked');
     $g = lock_file($link, LOCK_EX, follow_symlinks => 1);
     ok($g, 'follow_symlinks => 1 locks through the symlink') or diag("\$! = $!");
@@ -278,7 +212,7 @@ subtest 'lock files: content, creation, perms, symlinks, directories' => sub {
     my $subdir = "$dir/a-directory";
     mkdir $subdir or die "mkdir $subdir: $!";
     {
-        my ($dg, $errno) = try_lock($subdir, LOCK_EX);
+        my ($dg, $errno) = try_lock_file($subdir, LOCK_EX);
         ok($dg, 'a directory can be locked (default options)')
           or diag('$! = ' . POSIX::strerror($errno));
         is($dg ? probe_dir($subdir, LOCK_EX) : 1, 0, 'another process sees the directory busy');
@@ -380,12 +314,12 @@ subtest 'lock outcomes: busy, timed out, granted after a wait' => sub {
     my $path = scratch_file();
     my $h = holder($path, LOCK_EX);
 
-    refused_ok(try_lock($path, LOCK_EX | LOCK_NB), EWOULDBLOCK, 'LOCK_EX|LOCK_NB against a holder');
-    refused_ok(try_lock($path, LOCK_SH | LOCK_NB), EWOULDBLOCK, 'LOCK_SH|LOCK_NB against a holder');
-    refused_ok(try_lock($path, LOCK_EX, timeout => 0), EWOULDBLOCK, 'timeout => 0 against a holder');
+    refused_ok(try_lock_file($path, LOCK_EX | LOCK_NB), EWOULDBLOCK, 'LOCK_EX|LOCK_NB against a holder');
+    refused_ok(try_lock_file($path, LOCK_SH | LOCK_NB), EWOULDBLOCK, 'LOCK_SH|LOCK_NB against a holder');
+    refused_ok(try_lock_file($path, LOCK_EX, timeout => 0), EWOULDBLOCK, 'timeout => 0 against a holder');
 
     my $t0 = clock_gettime(CLOCK_MONOTONIC);
-    my ($g, $errno) = try_lock($path, LOCK_EX, timeout => 0.2);
+    my ($g, $errno) = try_lock_file($path, LOCK_EX, timeout => 0.2);
     my $elapsed = clock_gettime(CLOCK_MONOTONIC) - $t0;
     refused_ok($g, $errno, ETIMEDOUT, 'timeout => 0.2 against a holder');
     cmp_ok($elapsed, '>=', 0.2, 'not before the timeout');
@@ -395,7 +329,7 @@ subtest 'lock outcomes: busy, timed out, granted after a wait' => sub {
     $h = release_on_waiter($path);
     $h->say($$);
     $t0 = clock_gettime(CLOCK_MONOTONIC);
-    ($g, $errno) = try_lock($path, LOCK_EX, timeout => 30);
+    ($g, $errno) = try_lock_file($path, LOCK_EX, timeout => 30);
     $elapsed = clock_gettime(CLOCK_MONOTONIC) - $t0;
     ok($g, 'a waiter with timeout 30 gets the lock when the holder releases')
       or diag('$! = ' . POSIX::strerror($errno));
@@ -523,7 +457,7 @@ subtest 'no descriptor leak' => sub {
     }
     my $refused = 0;
     for my $i (1 .. 200) {
-        my ($g, $errno) = try_lock($busy, $i % 2 ? LOCK_EX | LOCK_NB : LOCK_SH | LOCK_NB);
+        my ($g, $errno) = try_lock_file($busy, $i % 2 ? LOCK_EX | LOCK_NB : LOCK_SH | LOCK_NB);
         $refused++ if !$g && $errno == EWOULDBLOCK;
     }
     my $after = fd_count();

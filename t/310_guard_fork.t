@@ -14,7 +14,7 @@ use Test::More;
 use Config;
 use POSIX ();
 use Scalar::Util ();
-use LockerTest qw(spawn probe scratch_file scratch_dir fd_count);
+use LockerTest qw(spawn fork_peer probe scratch_file scratch_dir fd_count read_line);
 use File::Locker qw(:flock lock_file);
 
 my $EWOULDBLOCK = POSIX::EWOULDBLOCK();
@@ -26,18 +26,7 @@ scratch_dir();    # made here, so that only this process ever removes it
 # destruction, and a die inside CODE is an uncaught exception.
 sub fork_plain {
     my ($code) = @_;
-    pipe(my $to_child_r, my $to_child_w) or die "pipe: $!";
-    pipe(my $to_parent_r, my $to_parent_w) or die "pipe: $!";
-    my $pid = fork // die "fork: $!";
-    if ($pid == 0) {
-        close $to_child_w;
-        close $to_parent_r;
-        $code->(LockerTest::Peer->new($to_child_r, $to_parent_w, getppid));
-        exit 0;
-    }
-    close $to_child_r;
-    close $to_parent_w;
-    return LockerTest::Peer->new($to_parent_r, $to_child_w, $pid);
+    return fork_peer(sub { $code->(@_); exit 0 });
 }
 
 # Waits, with a safety alarm, until every process holding the write end of
@@ -323,16 +312,6 @@ SKIP: {
 
 # ---- two shared holders upgrade at once -----------------------------------
 
-sub read_report {
-    my ($fh) = @_;
-    local $SIG{ALRM} = sub { die "no report in $LockerTest::PATIENCE s\n" };
-    alarm $LockerTest::PATIENCE;
-    my $line = readline $fh;
-    alarm 0;
-    chomp $line if defined $line;
-    return $line;
-}
-
 sub read_occupancy {
     my ($fh) = @_;
     sysseek($fh, 0, 0) or die "seek: $!";
@@ -394,7 +373,7 @@ sub upgrade_race {
     my $want = sprintf 'upgraded 1 errno 0 mode %d locked 1 seen 0', LOCK_EX;
     my (@order, %told);
     for my $turn (qw(first second)) {
-        my $line = read_report($report_r) // 'nothing';
+        my $line = read_line($report_r) // 'nothing';
         my ($pid, $rest) = $line =~ /^(\d+) (.*)$/ ? ($1, $2) : (0, $line);
         push @order, $pid;
         is($rest, $want, "$label: the $turn to finish upgraded to LOCK_EX, alone")

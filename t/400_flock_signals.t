@@ -6,64 +6,13 @@ use warnings;
 
 use Test::More;
 use POSIX ();
-use Time::HiRes ();
-use LockerTest qw(spawn probe scratch_file);
+use LockerTest qw(spawn probe scratch_file now open_lock set_members patient_holder release_holder);
 use File::Locker qw(:flock flock);
 
 my $SAFETY      = 10;    # seconds: an upper bound only a broken wait could reach
 my $ETIMEDOUT   = POSIX::ETIMEDOUT();
 my $EINTR       = POSIX::EINTR();
 my $TIMER_SIG   = POSIX::SIGRTMIN() + 5;
-
-sub now { Time::HiRes::clock_gettime(Time::HiRes::CLOCK_MONOTONIC()) }
-
-# Like LockerTest::holder (CORE::flock MODE on its own handle, "locked",
-# released on "release"), except that it never waits for the lock (it says
-# "failed ERRNO" if the file is busy) and if no word comes within PATIENCE
-# seconds it lets go on its own and says "gave up": a wait that wrongly
-# ignores its signal then ends, and the test fails instead of hanging.
-sub patient_holder {
-    my ($path, $mode, $patience) = @_;
-    my $peer = spawn(sub {
-        my ($parent) = @_;
-        open my $fh, '<', $path or die "open $path: $!";
-        unless (CORE::flock($fh, $mode | LOCK_NB)) { $parent->say('failed ' . ($! + 0)); return }
-        $parent->say('locked');
-        my $word = eval { local $LockerTest::PATIENCE = $patience; $parent->hear };
-        CORE::flock($fh, LOCK_UN);
-        close $fh;
-        if (defined $word) {
-            $parent->say('released');
-        }
-        else {
-            $parent->say('gave up');
-            $parent->hear;    # the parent's "release", still to come
-        }
-    });
-    $peer->expect('locked');
-    return $peer;
-}
-
-# Tells the holder to let go (unless already told) and reaps it; returns
-# what it answered: "released", or "gave up" if its patience ran out first.
-sub release {
-    my ($peer, $already_told) = @_;
-    $peer->say('release') unless $already_told;
-    my $answer = $peer->hear // 'nothing';
-    $peer->wait;
-    return $answer;
-}
-
-sub open_lock {
-    my ($path) = @_;
-    open my $fh, '<', $path or die "open $path: $!";
-    return $fh;
-}
-
-sub set_members {
-    my ($set) = @_;
-    return [ grep { $set->ismember($_) } 1 .. POSIX::SIGRTMAX() ];
-}
 
 sub timer_sig_state {
     my $act = POSIX::SigAction->new;
@@ -104,7 +53,7 @@ subtest 'alarm + die aborts an unbounded wait' => sub {
     ok(!$r, 'the eval did not complete');
     is($err, "alarm\n", '$@ is the handler\'s exception');
     cmp_ok($took, '<', $SAFETY, 'the wait ended with the alarm');
-    is(release($h), 'released', 'the holder kept its lock until told to let go');
+    is(release_holder($h), 'released', 'the holder kept its lock until told to let go');
     is(probe($path, LOCK_EX), 1, 'with the holder gone the file is free: the aborted wait took nothing');
     ok(flock($fh, LOCK_EX | LOCK_NB), 'and the handle can lock it now');
     ok(flock($fh, LOCK_UN), 'and unlock it');
@@ -147,7 +96,7 @@ subtest 'a returning handler ends an unbounded wait with EINTR' => sub {
     is($err, $EINTR, 'flock: $! is EINTR');
     is($ran, 1, 'flock: the handler ran once');
 
-    is(release($h), 'released', 'holder released on request');
+    is(release_holder($h), 'released', 'holder released on request');
     is(probe($path, LOCK_EX), 1, 'the interrupted wait took nothing');
     close $fh;
 };
@@ -174,7 +123,7 @@ subtest 'a returning handler lets a timed wait go on to the lock' => sub {
     is($ran, 1, 'the handler ran');
     is($r, 1, 'flock returned 1: the wait went on and got the lock') or diag "errno $err";
     cmp_ok($took, '<', 15, 'before the timeout');
-    is(release($h, 1), 'released', 'the holder let go when the handler told it');
+    is(release_holder($h, 1), 'released', 'the holder let go when the handler told it');
     is(probe($path, LOCK_SH), 0, 'the lock is held');
     ok(flock($fh, LOCK_UN), 'LOCK_UN');
     is(probe($path, LOCK_EX), 1, 'and released');
@@ -201,7 +150,7 @@ subtest 'a returning handler, lock never released: ETIMEDOUT at the deadline' =>
     is($err, $ETIMEDOUT, '$! is ETIMEDOUT');
     cmp_ok($took, '>=', 3, 'no sooner than the timeout');
     cmp_ok($took, '<', $SAFETY, 'and not much later');
-    is(release($h), 'released', 'holder released on request');
+    is(release_holder($h), 'released', 'holder released on request');
     close $fh;
 };
 
@@ -232,7 +181,7 @@ sub aborted_timed_wait {
         is($err, "alarm\n", '$@ is the handler\'s exception');
         cmp_ok($took, '<', $SAFETY, 'the wait ended with the alarm, long before its timeout');
         is_deeply($after, $before, 'SIGRTMIN+5 disposition and the signal mask are as before');
-        is(release($h), 'released', 'the holder kept its lock until told to let go');
+        is(release_holder($h), 'released', 'the holder kept its lock until told to let go');
         is(probe($path, LOCK_EX), 1, 'the file is free: the aborted wait took nothing');
 
         # A later timed flock still works, both ways (on a fresh handle, so
@@ -247,7 +196,7 @@ sub aborted_timed_wait {
         is($r2, 0, 'later timed flock on a busy lock: returns 0');
         is($err2, $ETIMEDOUT, 'later timed flock: $! is ETIMEDOUT');
         cmp_ok($took, '>=', 0.3, 'later timed flock: after its timeout');
-        is(release($h), 'released', 'holder released');
+        is(release_holder($h), 'released', 'holder released');
         is(flock($fh, LOCK_EX, 5), 1, 'later timed flock on a free lock: returns 1');
         ok(flock($fh, LOCK_UN), 'LOCK_UN');
         close $fh;
@@ -292,7 +241,7 @@ subtest 'after an aborted timed wait SIGRTMIN+5 has its default action again' =>
     is($c->hear, undef, 'child: SIGRTMIN+5 sent afterwards ended it');
     my $status = $c->wait;
     is($status & 127, $TIMER_SIG, 'killed by SIGRTMIN+5, the default action');
-    is(release($h), 'released', 'holder released');
+    is(release_holder($h), 'released', 'holder released');
 };
 
 is(waitpid(-1, POSIX::WNOHANG()), -1, 'every child was reaped');

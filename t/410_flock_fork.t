@@ -9,20 +9,11 @@ use warnings;
 
 use Test::More;
 use POSIX ();
-use Time::HiRes ();
-use LockerTest qw(spawn probe scratch_file);
+use LockerTest qw(spawn probe scratch_file now open_lock);
 use File::Locker qw(:flock flock);
 
 my $EWOULDBLOCK = POSIX::EWOULDBLOCK();
 my $ETIMEDOUT   = POSIX::ETIMEDOUT();
-
-sub now { Time::HiRes::clock_gettime(Time::HiRes::CLOCK_MONOTONIC()) }
-
-sub open_lock {
-    my ($path) = @_;
-    open my $fh, '<', $path or die "open $path: $!";
-    return $fh;
-}
 
 # "RESULT ERRNO" for a flock call, ERRNO 0 on success.
 sub outcome {

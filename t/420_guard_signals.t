@@ -9,50 +9,12 @@ use warnings;
 use Test::More;
 use POSIX ();
 use Time::HiRes ();
-use LockerTest qw(spawn probe scratch_file fd_count);
+use LockerTest qw(spawn probe scratch_file fd_count now patient_holder release_holder);
 use File::Locker qw(:flock lock_file);
 
 my $SAFETY    = 5;     # seconds: less than any timeout or holder patience below
 my $PATIENCE  = 20;    # seconds a holder waits for its word before letting go
 my $ETIMEDOUT = POSIX::ETIMEDOUT();
-
-sub now { Time::HiRes::clock_gettime(Time::HiRes::CLOCK_MONOTONIC()) }
-
-# Like LockerTest::holder (CORE::flock MODE on its own handle, "locked",
-# released on "release"), except that if no word comes within PATIENCE
-# seconds it lets go on its own and says "gave up": a wait that wrongly keeps
-# blocking then ends, and the test fails instead of hanging.
-sub patient_holder {
-    my ($path, $mode) = @_;
-    my $peer = spawn(sub {
-        my ($parent) = @_;
-        open my $fh, '<', $path or die "open $path: $!";
-        CORE::flock($fh, $mode) or die "flock: $!";
-        $parent->say('locked');
-        my $word = eval { local $LockerTest::PATIENCE = $PATIENCE; $parent->hear };
-        CORE::flock($fh, LOCK_UN);
-        close $fh;
-        if (defined $word) {
-            $parent->say('released');
-        }
-        else {
-            $parent->say('gave up');
-            $parent->hear;    # the parent's "release", still to come
-        }
-    });
-    $peer->expect('locked');
-    return $peer;
-}
-
-# Tells the holder to let go (unless already told) and reaps it; returns
-# what it answered: "released", or "gave up" if its patience ran out first.
-sub release_holder {
-    my ($peer, $already_told) = @_;
-    $peer->say('release') unless $already_told;
-    my $answer = $peer->hear // 'nothing';
-    $peer->wait;
-    return $answer;
-}
 
 # Runs WAIT with alarm(1) and a $SIG{ALRM} handler that dies.
 sub wait_with_dying_handler {
@@ -104,7 +66,7 @@ for my $target (qw(PATH handle)) {
             my $path = scratch_file();
             my $fh;
             open $fh, '<', $path or die "open $path: $!" if $target eq 'handle';
-            my $h   = patient_holder($path, LOCK_EX);
+            my $h   = patient_holder($path, LOCK_EX, $PATIENCE);
             my $fds = fd_count();
             my $g;
             my $r = wait_with_dying_handler(sub { $g = lock_file($fh // $path, LOCK_EX, @timeout) });
@@ -125,7 +87,7 @@ for my $target (qw(PATH handle)) {
             my $path = scratch_file();
             my $fh;
             open $fh, '<', $path or die "open $path: $!" if $target eq 'handle';
-            my $h = patient_holder($path, LOCK_EX);
+            my $h = patient_holder($path, LOCK_EX, $PATIENCE);
             # The handler is what tells the holder to let go, so the lock can
             # only come free after the handler ran.
             my $r = wait_with_returning_handler(1, sub { $h->say('release') },
@@ -146,7 +108,7 @@ for my $target (qw(PATH handle)) {
 
 subtest 'lock_file, timeout => 1.5, a handler that returns, the lock never comes free' => sub {
     my $path = scratch_file();
-    my $h    = patient_holder($path, LOCK_EX);
+    my $h    = patient_holder($path, LOCK_EX, $PATIENCE);
     my $fds  = fd_count();
     my $r    = wait_with_returning_handler(0.5, undef, sub { lock_file($path, LOCK_EX, timeout => 1.5) });
     is($r->{ran}, 1, 'the handler ran once');
@@ -167,7 +129,7 @@ for my $t (@timeouts) {
     subtest "upgrade, $name, another LOCK_SH holder: a handler that dies" => sub {
         my $path = scratch_file();
         my $g    = lock_file($path, LOCK_SH) or die "lock_file: $!";
-        my $h    = patient_holder($path, LOCK_SH);
+        my $h    = patient_holder($path, LOCK_SH, $PATIENCE);
         my $fds  = fd_count();
         my $r    = wait_with_dying_handler(sub { $g->upgrade(@timeout) });
         is($r->{died}, "boom\n", "the handler's exception came out of upgrade");
@@ -185,7 +147,7 @@ for my $t (@timeouts) {
     subtest "upgrade, $name, another LOCK_SH holder: a handler that returns" => sub {
         my $path = scratch_file();
         my $g    = lock_file($path, LOCK_SH) or die "lock_file: $!";
-        my $h    = patient_holder($path, LOCK_SH);
+        my $h    = patient_holder($path, LOCK_SH, $PATIENCE);
         my $r    = wait_with_returning_handler(1, sub { $h->say('release') }, sub { $g->upgrade(@timeout) });
         is($r->{ran}, 1, 'the handler ran once');
         ok($r->{result}, 'the wait went on and upgrade returned true') or diag "errno $r->{errno}";
@@ -202,7 +164,7 @@ for my $t (@timeouts) {
 subtest 'upgrade, timeout => 1.5, a handler that returns, the other holder stays' => sub {
     my $path = scratch_file();
     my $g    = lock_file($path, LOCK_SH) or die "lock_file: $!";
-    my $h    = patient_holder($path, LOCK_SH);
+    my $h    = patient_holder($path, LOCK_SH, $PATIENCE);
     my $r    = wait_with_returning_handler(0.5, undef, sub { $g->upgrade(timeout => 1.5) });
     is($r->{ran}, 1, 'the handler ran once');
     ok(!$r->{result}, 'upgrade returned false');

@@ -16,7 +16,7 @@ use warnings;
 use Test::More;
 use POSIX ();
 use Time::HiRes ();
-use LockerTest qw(spawn scratch_dir scratch_file);
+use LockerTest qw(spawn scratch_dir scratch_file open_rw);
 use File::Locker qw(:flock lock_file);
 
 my $WRITERS = $ENV{LOCKER_STRESS_PROCS}   || 8;
@@ -32,12 +32,6 @@ my $counter   = scratch_file('counter');
 
 # Numbers live at offset 0 of a data file as fixed-width decimal text.
 my $WIDTH = 20;
-
-sub open_data {
-    my ($file) = @_;
-    sysopen(my $fh, $file, POSIX::O_RDWR()) or die "open $file: $!";
-    return $fh;
-}
 
 sub read_number {
     my ($fh) = @_;
@@ -58,7 +52,7 @@ sub write_number {
 }
 
 for my $file ($occupancy, $counter) {
-    my $fh = open_data($file);
+    my $fh = open_rw($file);
     write_number($fh, 0);
     close $fh;
 }
@@ -79,8 +73,8 @@ sub worker {
     my ($role) = @_;
     return spawn(sub {
         my ($parent) = @_;
-        my $occ = open_data($occupancy);
-        my $cnt = open_data($counter);
+        my $occ = open_rw($occupancy);
+        my $cnt = open_rw($counter);
         my ($done, $violations, $last_count, @what) = (0, 0, 0);
         my $violation = sub { $violations++; push @what, $_[0] if @what < 3 };
         $parent->say('ready');
@@ -133,10 +127,10 @@ for my $w (@workers) {
 note sprintf 'stress run took %.2f s', Time::HiRes::time() - $t0;
 
 {
-    my $fh = open_data($counter);
+    my $fh = open_rw($counter);
     is(read_number($fh), $TOTAL, "the counter is exactly $WRITERS x $ITERS: no increment was lost");
     close $fh;
-    $fh = open_data($occupancy);
+    $fh = open_rw($occupancy);
     is(read_number($fh), 0, 'the occupancy marker is clear');
     close $fh;
 }

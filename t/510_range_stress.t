@@ -24,7 +24,7 @@ use Test::More;
 use POSIX ();
 use Time::HiRes ();
 use File::Locker qw(:flock lock_range);
-use LockerTest qw(scratch_file spawn);
+use LockerTest qw(scratch_file spawn open_rw);
 
 $SIG{PIPE} = 'IGNORE';
 
@@ -36,12 +36,6 @@ my $SEED    = $ENV{LOCKER_TEST_SEED} // (time ^ $$);
 diag "seed $SEED; rerun with LOCKER_TEST_SEED=$SEED";
 note "stress sizes: $PROCS processes x $ITERS increments, $RECORDS records";
 note 'range locks use ' . (File::Locker::_using_ofd_locks() ? 'open-file-description locks' : 'classic POSIX locks (fallback)');
-
-sub open_rw {
-    my ($file) = @_;
-    sysopen(my $fh, $file, POSIX::O_RDWR()) or die "open $file: $!";
-    return $fh;
-}
 
 sub read_record {
     my ($fh, $rec) = @_;

@@ -23,8 +23,7 @@ use warnings;
 use Test::More;
 use Config;
 use POSIX ();
-use Time::HiRes ();
-use LockerTest qw(spawn probe scratch_file scratch_dir);
+use LockerTest qw(spawn probe scratch_file scratch_dir now open_rw);
 use File::Locker qw(:flock lock_file lock_range);
 
 my $SCALE = $ENV{LOCKER_STRESS_SCALE} // 1;
@@ -55,18 +54,10 @@ scratch_dir();    # made here, so that only this process ever removes it
 # ending this process.
 $SIG{PIPE} = 'IGNORE';
 
-sub now { Time::HiRes::clock_gettime(Time::HiRes::CLOCK_MONOTONIC()) }
-
 # ---- fixed-width numbers in data files ---------------------------------------
 
 # Slot N of a data file holds a number as 15 digits and a newline, at N*16.
 my $SLOT = 16;
-
-sub open_rw {
-    my ($file) = @_;
-    sysopen(my $fh, $file, POSIX::O_RDWR()) or die "open $file: $!";
-    return $fh;
-}
 
 sub read_slot {
     my ($fh, $slot) = @_;

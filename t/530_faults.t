@@ -21,8 +21,7 @@ use warnings;
 use Test::More;
 use File::Spec ();
 use POSIX ();
-use Time::HiRes ();
-use LockerTest qw(spawn probe scratch_file scratch_dir);
+use LockerTest qw(spawn probe scratch_file scratch_dir now open_rw read_line);
 use File::Locker qw(:flock lock_file lock_range);
 
 plan skip_all => 'needs /proc/locks to see blocked waiters' unless -r '/proc/locks';
@@ -39,8 +38,6 @@ my $SEEN     = 10;    # seconds: how long to look for a blocked waiter
 my $SIGNALS  = 20;
 
 note 'range locks: ' . (File::Locker::_using_ofd_locks() ? 'OFD' : 'classic POSIX with the process-wide table');
-
-sub now { Time::HiRes::clock_gettime(Time::HiRes::CLOCK_MONOTONIC()) }
 
 sub inode_of {
     my ($path) = @_;
@@ -107,16 +104,6 @@ sub scenario {
         diag $@;
     }
     kill_all(@peers);
-}
-
-sub hear_line {
-    my ($fh, $seconds) = @_;
-    local $SIG{ALRM} = sub { die "no line in $seconds s\n" };
-    my $left = alarm $seconds;
-    my $line = readline $fh;
-    alarm $left;
-    chomp $line if defined $line;
-    return $line;
 }
 
 # ---- a holder dies in its critical section -----------------------------------
@@ -311,7 +298,7 @@ for my $name (sort keys %SIGNAL_WAITS) {
             my $acked = 0;
             for my $i (1 .. $SIGNALS) {
                 kill 'USR1', $wpid or last;
-                my $line = eval { hear_line($ack_r, $SEEN) } // '';
+                my $line = eval { read_line($ack_r, $SEEN) } // '';
                 last unless $line eq "ack $i";
                 $acked++;
                 last unless wait_blocked($ino, 1, $wpid);
@@ -337,12 +324,6 @@ for my $name (sort keys %SIGNAL_WAITS) {
 }
 
 # ---- the lock file removed or replaced while others wait ---------------------
-
-sub open_rw {
-    my ($file) = @_;
-    sysopen(my $fh, $file, POSIX::O_RDWR()) or die "open $file: $!";
-    return $fh;
-}
 
 sub marker {
     my ($fh, $value) = @_;
@@ -429,7 +410,7 @@ for my $how ('removed', 'replaced by a rename') {
 
         my (%holding, %released, @order);
         while (keys(%released) < 2) {
-            my $line = hear_line($report_r, 60) // die "the waiters' reports ended early\n";
+            my $line = read_line($report_r, 60) // die "the waiters' reports ended early\n";
             my ($what, $pid, @rest) = split ' ', $line;
             die "unexpected report '$line'\n" unless $waiter{$pid // ''};
             if ($what eq 'failed') {

@@ -16,9 +16,8 @@ use IPC::Open2 qw(open2);
 use IPC::Open3 qw(open3);
 use POSIX qw(SIGTERM SIGKILL);
 use Symbol qw(gensym);
-use Time::HiRes qw(clock_gettime CLOCK_MONOTONIC);
 use File::Locker qw(:flock lock_file);
-use LockerTest qw(scratch_file scratch_dir spawn probe holder);
+use LockerTest qw(scratch_file scratch_dir spawn probe holder now slurp read_line release_on_waiter);
 
 $SIG{PIPE} = 'IGNORE';    # a dead peer must fail a test, not kill the script
 $ENV{SHELL} = '/bin/sh';  # what -c runs
@@ -26,15 +25,6 @@ $ENV{SHELL} = '/bin/sh';  # what -c runs
 my @LOCKER = ($^X, '-Mblib', 'bin/locker');
 my $FLOCK1 = -x '/usr/bin/flock' ? '/usr/bin/flock' : undef;
 my $HAVE_FCNTLLOCK = eval { require File::FcntlLock; 1 };
-
-sub now { clock_gettime(CLOCK_MONOTONIC) }
-
-sub slurp {
-    my ($path) = @_;
-    open my $fh, '<', $path or die "open $path: $!";
-    local $/;
-    return scalar(readline $fh) // '';
-}
 
 # Runs ARGV to completion with stdin from /dev/null and stdout and stderr in
 # files; returns { code, signal, out, err, elapsed }.
@@ -74,26 +64,14 @@ sub start {
     return { pid => $pid, in => $in, out => $out, err => $err, t0 => now() };
 }
 
-# Next line from a pipe, without its newline; undef at end of file. An alarm
-# is the safety net against a process that never answers.
-sub line_from {
-    my ($fh) = @_;
-    local $SIG{ALRM} = sub { die "no line on a pipe in $LockerTest::PATIENCE s\n" };
-    alarm $LockerTest::PATIENCE;
-    my $line = readline $fh;
-    alarm 0;
-    chomp $line if defined $line;
-    return $line;
-}
-
 # Ends a started process: a line on its stdin, then end of file; returns
 # { code, signal, out, err } with what was left on its pipes.
 sub finish {
     my ($proc) = @_;
     print { $proc->{in} } "go\n";
     close $proc->{in};
-    my $out = do { local $/; line_from($proc->{out}) } // '';
-    my $err = do { local $/; line_from($proc->{err}) } // '';
+    my $out = do { local $/; read_line($proc->{out}) } // '';
+    my $err = do { local $/; read_line($proc->{err}) } // '';
     waitpid $proc->{pid}, 0;
     my $status = $?;
     return { code => $status >> 8, signal => $status & 127, out => $out, err => $err,
@@ -128,7 +106,7 @@ sub flock1_holder {
     my ($path) = @_;
     my $pid = open2(my $out, my $in, $FLOCK1, '-x', $path, 'sh', '-c', 'echo locked; read x');
     $in->autoflush(1);
-    my $word = line_from($out);
+    my $word = read_line($out);
     die "flock(1) holder said '" . ($word // 'nothing') . "'\n" unless ($word // '') eq 'locked';
     return { pid => $pid, in => $in, out => $out };
 }
@@ -155,39 +133,6 @@ sub fcntl_holder {
         $parent->expect('release');
         close $fh;
         $parent->say('released');
-    });
-    $peer->expect('locked');
-    return $peer;
-}
-
-# A holder of LOCK_EX on PATH that, once told the pid of a waiter, releases
-# as soon as /proc/locks shows that process blocked on PATH's inode: the
-# waiter is then certainly waiting, not about to try.
-sub release_on_waiter {
-    my ($path) = @_;
-    my $ino = (stat $path)[1];
-    my $peer = spawn(sub {
-        my ($parent) = @_;
-        open my $fh, '<', $path or die "open $path: $!";
-        CORE::flock($fh, LOCK_EX) or die "flock: $!";
-        $parent->say('locked');
-        my $waiter  = $parent->hear // die "no waiter pid\n";
-        my $give_up = now() + $LockerTest::PATIENCE;
-        my $seen    = 0;
-        until ($seen) {
-            die "pid $waiter never blocked on $path\n" if now() > $give_up;
-            open my $locks, '<', '/proc/locks' or die "open /proc/locks: $!";
-            while (my $line = <$locks>) {
-                if ($line =~ /^\d+:\s+->\s+FLOCK\s+\S+\s+WRITE\s+(\d+)\s+[0-9a-f]+:[0-9a-f]+:(\d+)\s/
-                    && $1 == $waiter && $2 == $ino) {
-                    $seen = 1;
-                    last;
-                }
-            }
-        }
-        CORE::flock($fh, LOCK_UN) or die "unlock: $!";
-        $parent->say('released');
-        $parent->hear;    # end of file: the parent is done with us
     });
     $peer->expect('locked');
     return $peer;
@@ -332,7 +277,7 @@ subtest '-w 30: the holder lets go while locker waits' => sub {
     my $proc = start(@LOCKER, '-w', '30', $path, 'sh', '-c', 'echo ran');
     $peer->say($proc->{pid});
     is($peer->hear, 'released', 'the holder saw locker wait, then let go');
-    is(line_from($proc->{out}), 'ran', 'COMMAND ran after the wait');
+    is(read_line($proc->{out}), 'ran', 'COMMAND ran after the wait');
     my $r = finish($proc);
     exits_ok($r, 0, '-w 30 granted early');
     cmp_ok($r->{elapsed}, '<', 25, 'long before the 30 s deadline');
@@ -344,12 +289,12 @@ subtest '-v -w 30: reports the holder, then gets the lock when it goes' => sub {
     my $peer = holder($path, LOCK_EX);
     my $pid  = $peer->pid;
     my $proc = start(@LOCKER, '-v', '-w', '30', $path, 'sh', '-c', 'echo ran');
-    my $line = line_from($proc->{err}) // '';
+    my $line = read_line($proc->{err}) // '';
     like($line, qr/waiting for/, 'locker says it waits');
     like($line, qr/\bpid $pid\b/, 'the report names the holder pid');
     release_ok($peer, 'holder');
     my $t0 = now();
-    is(line_from($proc->{out}), 'ran', 'COMMAND ran once the holder let go');
+    is(read_line($proc->{out}), 'ran', 'COMMAND ran once the holder let go');
     cmp_ok(now() - $t0, '<', 10, 'promptly');
     my $r = finish($proc);
     exits_ok($r, 0, '-v -w 30');
@@ -374,14 +319,14 @@ subtest '-v while waiting names holder pid, flock, exclusive' => sub {
 subtest 'the lock is held while COMMAND runs' => sub {
     my $path = scratch_file();
     my $proc = start(@LOCKER, $path, 'sh', '-c', 'echo running; read x');
-    is(line_from($proc->{out}), 'running', 'COMMAND is running');
+    is(read_line($proc->{out}), 'running', 'COMMAND is running');
     is(probe($path, LOCK_SH), 0, 'the file is locked meanwhile');
     my $r = finish($proc);
     exits_ok($r, 0, 'COMMAND finished');
     is(probe($path, LOCK_EX), 1, 'released after COMMAND ended');
 
     $proc = start(@LOCKER, '-s', $path, 'sh', '-c', 'echo running; read x');
-    is(line_from($proc->{out}), 'running', '-s: COMMAND is running');
+    is(read_line($proc->{out}), 'running', '-s: COMMAND is running');
     is(probe($path, LOCK_SH), 1, '-s: another shared lock is granted');
     is(probe($path, LOCK_EX), 0, '-s: an exclusive lock is not');
     exits_ok(finish($proc), 0, '-s: COMMAND finished');
@@ -409,7 +354,7 @@ subtest 'COMMAND does not inherit the lock descriptor, unless -F' => sub {
       or diag("stdout: $r->{out}");
 
     my $proc = start(@LOCKER, '-F', $path, 'sh', '-c', 'echo running; read x');
-    is(line_from($proc->{out}), 'running', '-F: COMMAND is running');
+    is(read_line($proc->{out}), 'running', '-F: COMMAND is running');
     is(probe($path, LOCK_SH), 0, '-F: COMMAND holds the lock');
     exits_ok(finish($proc), 0, '-F: COMMAND finished');
     is(probe($path, LOCK_EX), 1, '-F: released when COMMAND ended');
@@ -537,7 +482,7 @@ sub fd_script { my ($body) = @_; return ('sh', '-c', "( $body ) 9>\"\$1\"", $^X)
 subtest 'FD form: locker -n 9 inside ( ... ) 9>FILE' => sub {
     my $path = scratch_file();
     my $proc = start(fd_script('"$0" -Mblib bin/locker -n 9 || exit 5; echo locked; read x'), $path);
-    is(line_from($proc->{out}), 'locked', 'the shell got the lock');
+    is(read_line($proc->{out}), 'locked', 'the shell got the lock');
     is(probe($path, LOCK_SH), 0, 'FILE is locked while the shell runs');
 
     my $r = run_cmd(fd_script('exec "$0" -Mblib bin/locker -n 9'), $path);
@@ -551,7 +496,7 @@ subtest 'FD form: locker -n 9 inside ( ... ) 9>FILE' => sub {
 
     $proc = start(fd_script('"$0" -Mblib bin/locker 9 || exit 5; "$0" -Mblib bin/locker -u 9 || exit 6; '
                             . 'echo unlocked; read x'), $path);
-    is(line_from($proc->{out}), 'unlocked', 'the shell locked and unlocked descriptor 9');
+    is(read_line($proc->{out}), 'unlocked', 'the shell locked and unlocked descriptor 9');
     is(probe($path, LOCK_EX), 1, '-u 9 released the lock though the shell keeps the descriptor');
     exits_ok(finish($proc), 0, 'the -u shell finished');
 

@@ -14,20 +14,18 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <chrono>
-#include <filesystem>
 #include <fstream>
 #include <future>
 #include <memory>
 #include <string>
-#include <system_error>
 #include <thread>
 #include <utility>
 
 #include "deadline.h"
 #include "process.h"
 #include "status.h"
+#include "test_util.h"
 #include "unique_fd.h"
 
 namespace locker {
@@ -35,62 +33,6 @@ namespace {
 
 using std::chrono::milliseconds;
 using std::chrono::steady_clock;
-
-std::string ErrName(int err) {
-  if (err == 0) return "OK";
-  const char* name = ::strerrorname_np(err);
-  return name ? name : "errno " + std::to_string(err);
-}
-
-// Compares errno values by name, so that failures read "ELOOP vs OK".
-#define EXPECT_ERR(expected, status) \
-  EXPECT_EQ(ErrName(expected), ErrName((status).err()))
-#define ASSERT_OK(status) ASSERT_EQ("OK", ErrName((status).err()))
-#define EXPECT_OK(status) EXPECT_EQ("OK", ErrName((status).err()))
-
-// Milliseconds elapsed since start.
-long long Since(steady_clock::time_point start) {
-  return std::chrono::duration_cast<milliseconds>(steady_clock::now() - start)
-      .count();
-}
-
-// A private directory under $TMPDIR (or /tmp), removed with its contents.
-class TempDir final {
- public:
-  TempDir() {
-    const char* base = ::getenv("TMPDIR");
-    std::string name =
-        std::string(base && *base ? base : "/tmp") + "/locker-test-XXXXXX";
-    if (::mkdtemp(name.data()) != nullptr) path_ = name;
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  ~TempDir() {
-    std::error_code ignored;
-    if (!path_.empty()) std::filesystem::remove_all(path_, ignored);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
-// Open descriptors of this process.
-int CountOpenFds() {
-  int count = 0;
-  std::error_code error;
-  for (auto it = std::filesystem::directory_iterator("/proc/self/fd", error);
-       !error && it != std::filesystem::directory_iterator();
-       it.increment(error)) {
-    ++count;
-  }
-  return count;
-}
-
-bool Exists(const std::string& path) {
-  struct stat st;
-  return ::lstat(path.c_str(), &st) == 0;
-}
 
 ino_t InodeOfPath(const std::string& path) {
   struct stat st;
@@ -113,34 +55,6 @@ std::string ReadFile(const std::string& path) {
   return std::string(std::istreambuf_iterator<char>(in),
                      std::istreambuf_iterator<char>());
 }
-
-// Whether the kernel lists a blocked flock(2) request on inode `ino`.
-bool FlockWaiterListed(ino_t ino) {
-  std::ifstream locks("/proc/locks");
-  const std::string inode = ":" + std::to_string(ino) + " ";
-  std::string line;
-  while (std::getline(locks, line)) {
-    if (line.find("-> FLOCK") != std::string::npos &&
-        line.find(inode) != std::string::npos) {
-      return true;
-    }
-  }
-  return false;
-}
-
-// Waits (up to 10 s) until a thread is blocked in flock(2) on `ino`. Polls the
-// kernel's own record of the waiter, so no guess about timing is involved.
-bool WaitForFlockWaiter(ino_t ino) {
-  const auto give_up = steady_clock::now() + std::chrono::seconds(10);
-  while (!FlockWaiterListed(ino)) {
-    if (steady_clock::now() > give_up) return false;
-    std::this_thread::sleep_for(milliseconds(1));
-  }
-  return true;
-}
-
-std::atomic<int> g_usr1_seen{0};
-void CountUsr1(int) { ++g_usr1_seen; }
 
 // Installs a SIGUSR1 handler without SA_RESTART for the scope, so that a
 // blocking wait it interrupts sees EINTR.
@@ -187,6 +101,14 @@ class FileLockTest : public ::testing::Test {
     UniqueFd fd(::open(path.c_str(), flags | O_CREAT | O_CLOEXEC, 0600));
     EXPECT_TRUE(fd.valid()) << path << ": " << strerror(errno);
     return fd;
+  }
+
+  // Runs lock->AcquirePath(path_, mode, PathOptions(), Deadline::After(10))
+  // in another thread; the future has what it returned once it is done.
+  std::future<Status> AcquirePathInThread(FileLock* lock, int mode) {
+    return std::async(std::launch::async, [this, lock, mode] {
+      return lock->AcquirePath(path_, mode, PathOptions(), Deadline::After(10));
+    });
   }
 
   // Whether a separate descriptor could take `op` on path right now.
@@ -463,12 +385,7 @@ TEST_F(FileLockTest, AcquirePathRetriesWhenTheFileIsReplacedWhileWaiting) {
   const ino_t old_inode = InodeOfFd(old_file.get());
 
   FileLock lock;
-  std::promise<Status> outcome;
-  std::future<Status> result = outcome.get_future();
-  std::thread waiter([&] {
-    outcome.set_value(
-        lock.AcquirePath(path_, LOCK_EX, PathOptions(), Deadline::After(10)));
-  });
+  std::future<Status> result = AcquirePathInThread(&lock, LOCK_EX);
   ASSERT_TRUE(WaitForFlockWaiter(old_inode))
       << "the waiter never blocked on the old file";
 
@@ -477,7 +394,7 @@ TEST_F(FileLockTest, AcquirePathRetriesWhenTheFileIsReplacedWhileWaiting) {
   const ino_t new_inode = InodeOfPath(replacement);
   ASSERT_EQ(0, ::rename(replacement.c_str(), path_.c_str()));
   ASSERT_EQ(0, ::flock(old_file.get(), LOCK_UN));
-  waiter.join();
+  result.wait();
 
   ASSERT_OK(result.get());
   EXPECT_TRUE(lock.held());
@@ -494,17 +411,12 @@ TEST_F(FileLockTest, AcquirePathRetriesWhenTheFileIsRemovedWhileWaiting) {
   const ino_t old_inode = InodeOfFd(old_file.get());
 
   FileLock lock;
-  std::promise<Status> outcome;
-  std::future<Status> result = outcome.get_future();
-  std::thread waiter([&] {
-    outcome.set_value(
-        lock.AcquirePath(path_, LOCK_SH, PathOptions(), Deadline::After(10)));
-  });
+  std::future<Status> result = AcquirePathInThread(&lock, LOCK_SH);
   ASSERT_TRUE(WaitForFlockWaiter(old_inode))
       << "the waiter never blocked on the old file";
   ASSERT_EQ(0, ::unlink(path_.c_str()));
   ASSERT_EQ(0, ::flock(old_file.get(), LOCK_UN));
-  waiter.join();
+  result.wait();
 
   ASSERT_OK(result.get());
   ASSERT_TRUE(Exists(path_)) << "the lock file was not created again";
@@ -671,16 +583,8 @@ TEST_F(FileLockTest, ForkedChildReleaseLeavesTheParentsLock) {
   ASSERT_OK(lock.AcquirePath(path_, LOCK_EX, options, Deadline::Never()));
   ASSERT_TRUE(lock.InOwnerProcess());
 
-  const pid_t child = ::fork();
+  const pid_t child = ForkChildThatReleases(lock);
   ASSERT_NE(-1, child) << strerror(errno);
-  if (child == 0) {
-    int code = 0;
-    if (CurrentPid() != ::getpid()) code |= 1;
-    if (lock.InOwnerProcess()) code |= 2;
-    lock.Release();
-    if (!lock.released()) code |= 4;
-    ::_exit(code);
-  }
   int wstatus = 0;
   ASSERT_EQ(child, ::waitpid(child, &wstatus, 0));
   ASSERT_TRUE(WIFEXITED(wstatus));

@@ -5,25 +5,22 @@
 #include <gtest/gtest.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
-#include <filesystem>
 #include <fstream>
 #include <future>
 #include <string>
-#include <system_error>
 #include <thread>
 #include <vector>
 
 #include "deadline.h"
 #include "flock_lock.h"
 #include "status.h"
+#include "test_util.h"
 #include "unique_fd.h"
 #include "wait_timer.h"
 
@@ -32,45 +29,6 @@ namespace {
 
 using std::chrono::milliseconds;
 using std::chrono::steady_clock;
-
-std::string ErrName(int err) {
-  if (err == 0) return "OK";
-  const char* name = ::strerrorname_np(err);
-  return name ? name : "errno " + std::to_string(err);
-}
-
-// Compares errno values by name, so that failures read "ETIMEDOUT vs EINTR".
-#define EXPECT_ERR(expected, status) \
-  EXPECT_EQ(ErrName(expected), ErrName((status).err()))
-#define ASSERT_ERR(expected, status) \
-  ASSERT_EQ(ErrName(expected), ErrName((status).err()))
-
-// Milliseconds elapsed since start.
-long long Since(steady_clock::time_point start) {
-  return std::chrono::duration_cast<milliseconds>(steady_clock::now() - start)
-      .count();
-}
-
-// A private directory under $TMPDIR (or /tmp), removed with its contents.
-class TempDir final {
- public:
-  TempDir() {
-    const char* base = ::getenv("TMPDIR");
-    std::string name =
-        std::string(base && *base ? base : "/tmp") + "/locker-test-XXXXXX";
-    if (::mkdtemp(name.data()) != nullptr) path_ = name;
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  ~TempDir() {
-    std::error_code ignored;
-    if (!path_.empty()) std::filesystem::remove_all(path_, ignored);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 // POSIX timers this process has now (/proc/self/timers lists them), or -1.
 int CountTimers() {
@@ -82,55 +40,20 @@ int CountTimers() {
   return count;
 }
 
-// Whether the kernel lists a blocked flock(2) request on inode `ino`.
-bool FlockWaiterListed(ino_t ino) {
-  std::ifstream locks("/proc/locks");
-  const std::string inode = ":" + std::to_string(ino) + " ";
-  std::string line;
-  while (std::getline(locks, line)) {
-    if (line.find("-> FLOCK") != std::string::npos &&
-        line.find(inode) != std::string::npos) {
-      return true;
-    }
-  }
-  return false;
-}
-
-// Waits (up to 10 s) until a thread is blocked in flock(2) on `ino`. Polls the
-// kernel's own record of the waiter, so no guess about timing is involved.
-bool WaitForFlockWaiter(ino_t ino) {
-  const auto give_up = steady_clock::now() + std::chrono::seconds(10);
-  while (!FlockWaiterListed(ino)) {
-    if (steady_clock::now() > give_up) return false;
-    std::this_thread::sleep_for(milliseconds(1));
-  }
-  return true;
-}
-
-class FlockTest : public ::testing::Test {
+// fd_ is the descriptor that takes the first lock; OpenAgain() gives the
+// contenders.
+class FlockTest : public TempFileTest {
  protected:
+  FlockTest() : TempFileTest("lock") {}
+
   void SetUp() override {
-    ASSERT_FALSE(dir_.path().empty()) << "mkdtemp: " << strerror(errno);
-    std::string name = dir_.path() + "/lock-XXXXXX";
-    const int fd = ::mkostemp(name.data(), O_CLOEXEC);
-    ASSERT_GE(fd, 0) << "mkostemp: " << strerror(errno);
-    path_ = name;
-    holder_.reset(fd);
+    TempFileTest::SetUp();
+    if (HasFatalFailure()) return;
     struct stat st;
-    ASSERT_EQ(0, ::fstat(fd, &st));
+    ASSERT_EQ(0, ::fstat(fd_.get(), &st));
     ino_ = st.st_ino;
   }
 
-  // A second open file description of the same file.
-  UniqueFd OpenAgain() {
-    UniqueFd fd(::open(path_.c_str(), O_RDWR | O_CLOEXEC));
-    EXPECT_TRUE(fd.valid()) << path_ << ": " << strerror(errno);
-    return fd;
-  }
-
-  TempDir dir_;
-  std::string path_;
-  UniqueFd holder_;
   ino_t ino_ = 0;
 };
 
@@ -142,10 +65,10 @@ TEST_F(FlockTest, ValidOperations) {
   static_assert(!IsValidFlockOperation(0), "");
   static_assert(!IsValidFlockOperation(LOCK_NB), "");
   static_assert(!IsValidFlockOperation(LOCK_SH | LOCK_EX), "");
-  EXPECT_TRUE(Flock(holder_.get(), LOCK_SH, Deadline::Never()).ok());
-  EXPECT_TRUE(Flock(holder_.get(), LOCK_EX | LOCK_NB, Deadline::Never()).ok());
-  EXPECT_TRUE(Flock(holder_.get(), LOCK_UN, Deadline::Never()).ok());
-  EXPECT_TRUE(Flock(holder_.get(), LOCK_UN | LOCK_NB, Deadline::Now()).ok());
+  EXPECT_TRUE(Flock(fd_.get(), LOCK_SH, Deadline::Never()).ok());
+  EXPECT_TRUE(Flock(fd_.get(), LOCK_EX | LOCK_NB, Deadline::Never()).ok());
+  EXPECT_TRUE(Flock(fd_.get(), LOCK_UN, Deadline::Never()).ok());
+  EXPECT_TRUE(Flock(fd_.get(), LOCK_UN | LOCK_NB, Deadline::Now()).ok());
 }
 
 TEST_F(FlockTest, InvalidOperationsAreEinval) {
@@ -160,9 +83,9 @@ TEST_F(FlockTest, InvalidOperationsAreEinval) {
                      -1};
   for (const int op : bad) {
     SCOPED_TRACE("op " + std::to_string(op));
-    EXPECT_ERR(EINVAL, Flock(holder_.get(), op, Deadline::Never()));
-    EXPECT_ERR(EINVAL, Flock(holder_.get(), op, Deadline::Now()));
-    EXPECT_ERR(EINVAL, Flock(holder_.get(), op, Deadline::After(1)));
+    EXPECT_ERR(EINVAL, Flock(fd_.get(), op, Deadline::Never()));
+    EXPECT_ERR(EINVAL, Flock(fd_.get(), op, Deadline::Now()));
+    EXPECT_ERR(EINVAL, Flock(fd_.get(), op, Deadline::After(1)));
     EXPECT_ERR(EINVAL,
                Flock(-1, op, Deadline::Never()));  // checked before the fd
   }
@@ -178,7 +101,7 @@ TEST_F(FlockTest, BadDescriptorIsEbadf) {
 
 TEST_F(FlockTest, SharedLocksCoexist) {
   UniqueFd other = OpenAgain();
-  ASSERT_TRUE(Flock(holder_.get(), LOCK_SH, Deadline::Never()).ok());
+  ASSERT_TRUE(Flock(fd_.get(), LOCK_SH, Deadline::Never()).ok());
   EXPECT_TRUE(Flock(other.get(), LOCK_SH | LOCK_NB, Deadline::Never()).ok());
   EXPECT_TRUE(Flock(other.get(), LOCK_SH, Deadline::Now()).ok());
   EXPECT_ERR(EWOULDBLOCK,
@@ -187,7 +110,7 @@ TEST_F(FlockTest, SharedLocksCoexist) {
 
 TEST_F(FlockTest, TwoDescriptorsInOneProcessConflict) {
   UniqueFd other = OpenAgain();
-  ASSERT_TRUE(Flock(holder_.get(), LOCK_EX, Deadline::Never()).ok());
+  ASSERT_TRUE(Flock(fd_.get(), LOCK_EX, Deadline::Never()).ok());
   EXPECT_ERR(EWOULDBLOCK,
              Flock(other.get(), LOCK_EX | LOCK_NB, Deadline::Never()));
   EXPECT_ERR(EWOULDBLOCK,
@@ -199,15 +122,15 @@ TEST_F(FlockTest, TwoDescriptorsInOneProcessConflict) {
   EXPECT_ERR(EWOULDBLOCK, Flock(other.get(), LOCK_EX, Deadline::Now()));
   EXPECT_ERR(EWOULDBLOCK, Flock(other.get(), LOCK_SH, Deadline::After(0)));
 
-  ASSERT_TRUE(Flock(holder_.get(), LOCK_UN, Deadline::Never()).ok());
+  ASSERT_TRUE(Flock(fd_.get(), LOCK_UN, Deadline::Never()).ok());
   EXPECT_TRUE(Flock(other.get(), LOCK_EX, Deadline::Now()).ok());
   EXPECT_ERR(EWOULDBLOCK,
-             Flock(holder_.get(), LOCK_SH | LOCK_NB, Deadline::Never()));
+             Flock(fd_.get(), LOCK_SH | LOCK_NB, Deadline::Never()));
 }
 
 TEST_F(FlockTest, TimedWaitEndsWithEtimedout) {
   UniqueFd other = OpenAgain();
-  ASSERT_TRUE(Flock(holder_.get(), LOCK_EX, Deadline::Never()).ok());
+  ASSERT_TRUE(Flock(fd_.get(), LOCK_EX, Deadline::Never()).ok());
   const int timers = CountTimers();
 
   const auto start = steady_clock::now();
@@ -221,13 +144,13 @@ TEST_F(FlockTest, TimedWaitEndsWithEtimedout) {
   // The holder's lock is untouched and the waiter holds nothing.
   EXPECT_ERR(EWOULDBLOCK,
              Flock(other.get(), LOCK_SH | LOCK_NB, Deadline::Never()));
-  ASSERT_TRUE(Flock(holder_.get(), LOCK_UN, Deadline::Never()).ok());
-  EXPECT_TRUE(Flock(holder_.get(), LOCK_EX | LOCK_NB, Deadline::Never()).ok());
+  ASSERT_TRUE(Flock(fd_.get(), LOCK_UN, Deadline::Never()).ok());
+  EXPECT_TRUE(Flock(fd_.get(), LOCK_EX | LOCK_NB, Deadline::Never()).ok());
 }
 
 TEST_F(FlockTest, WaiterGetsTheLockWhenTheHolderUnlocks) {
   UniqueFd other = OpenAgain();
-  ASSERT_TRUE(Flock(holder_.get(), LOCK_EX, Deadline::Never()).ok());
+  ASSERT_TRUE(Flock(fd_.get(), LOCK_EX, Deadline::Never()).ok());
   const int timers = CountTimers();
 
   std::promise<void> about_to_wait;
@@ -241,18 +164,18 @@ TEST_F(FlockTest, WaiterGetsTheLockWhenTheHolderUnlocks) {
   });
   about_to_wait.get_future().wait();
   EXPECT_TRUE(WaitForFlockWaiter(ino_)) << "the waiter never blocked";
-  ASSERT_TRUE(Flock(holder_.get(), LOCK_UN, Deadline::Never()).ok());
+  ASSERT_TRUE(Flock(fd_.get(), LOCK_UN, Deadline::Never()).ok());
   waiter.join();
 
   EXPECT_GE(waited_ms, 0);
   EXPECT_LT(waited_ms, 10000);
   EXPECT_ERR(EWOULDBLOCK,
-             Flock(holder_.get(), LOCK_SH | LOCK_NB, Deadline::Never()));
+             Flock(fd_.get(), LOCK_SH | LOCK_NB, Deadline::Never()));
   EXPECT_EQ(timers, CountTimers()) << "a POSIX timer was left behind";
 }
 
 TEST_F(FlockTest, TimedWaitsInSeveralThreadsEachTimeOut) {
-  ASSERT_TRUE(Flock(holder_.get(), LOCK_EX, Deadline::Never()).ok());
+  ASSERT_TRUE(Flock(fd_.get(), LOCK_EX, Deadline::Never()).ok());
   constexpr int kThreads = 4;
   std::vector<UniqueFd> fds;
   for (int i = 0; i < kThreads; ++i) fds.push_back(OpenAgain());
@@ -333,7 +256,7 @@ class SignalStateRestorer final {
 TEST_F(FlockTest, TimedWaitLeavesDispositionAndMaskAsTheyWere) {
   SignalStateRestorer restore;
   UniqueFd other = OpenAgain();
-  ASSERT_TRUE(Flock(holder_.get(), LOCK_EX, Deadline::Never()).ok());
+  ASSERT_TRUE(Flock(fd_.get(), LOCK_EX, Deadline::Never()).ok());
 
   struct sigaction plain {};
   plain.sa_handler = CountTimerSignal;
@@ -381,7 +304,7 @@ TEST_F(FlockTest, TimedWaitLeavesDispositionAndMaskAsTheyWere) {
 TEST_F(FlockTest, BlockedPendingTimerSignalStaysPending) {
   SignalStateRestorer restore;
   UniqueFd other = OpenAgain();
-  ASSERT_TRUE(Flock(holder_.get(), LOCK_EX, Deadline::Never()).ok());
+  ASSERT_TRUE(Flock(fd_.get(), LOCK_EX, Deadline::Never()).ok());
 
   struct sigaction counting {};
   counting.sa_handler = CountTimerSignal;
@@ -414,9 +337,6 @@ TEST_F(FlockTest, BlockedPendingTimerSignalStaysPending) {
   EXPECT_EQ(0, sigismember(&pending, TimerSignal()));
 }
 
-std::atomic<int> g_usr1_seen{0};
-void CountUsr1(int) { ++g_usr1_seen; }
-
 TEST_F(FlockTest, AnotherSignalInterruptsTheWaitWithEintr) {
   struct sigaction old_usr1;
   struct sigaction usr1 {};
@@ -426,7 +346,7 @@ TEST_F(FlockTest, AnotherSignalInterruptsTheWaitWithEintr) {
   ASSERT_EQ(0, ::sigaction(SIGUSR1, &usr1, &old_usr1));
 
   UniqueFd other = OpenAgain();
-  ASSERT_TRUE(Flock(holder_.get(), LOCK_EX, Deadline::Never()).ok());
+  ASSERT_TRUE(Flock(fd_.get(), LOCK_EX, Deadline::Never()).ok());
   g_usr1_seen = 0;
   const auto start = steady_clock::now();
   std::promise<int> outcome;

@@ -24,14 +24,11 @@
 
 #include <atomic>
 #include <chrono>
-#include <filesystem>
-#include <fstream>
 #include <future>
 #include <iostream>
 #include <limits>
 #include <mutex>
 #include <string>
-#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -40,6 +37,7 @@
 #include "process.h"
 #include "range_table.h"
 #include "status.h"
+#include "test_util.h"
 #include "unique_fd.h"
 
 namespace locker {
@@ -47,61 +45,6 @@ namespace {
 
 using std::chrono::milliseconds;
 using std::chrono::steady_clock;
-
-std::string ErrName(int err) {
-  if (err == 0) return "OK";
-  const char* name = ::strerrorname_np(err);
-  return name ? name : "errno " + std::to_string(err);
-}
-
-// Compares errno values by name, so that failures read "EBADF vs OK".
-#define EXPECT_ERR(expected, status) \
-  EXPECT_EQ(ErrName(expected), ErrName((status).err()))
-#define ASSERT_OK(status) ASSERT_EQ("OK", ErrName((status).err()))
-#define EXPECT_OK(status) EXPECT_EQ("OK", ErrName((status).err()))
-
-// Milliseconds elapsed since start.
-long long Since(steady_clock::time_point start) {
-  return std::chrono::duration_cast<milliseconds>(steady_clock::now() - start)
-      .count();
-}
-
-// A private directory under $TMPDIR (or /tmp), removed with its contents.
-class TempDir final {
- public:
-  TempDir() {
-    const char* base = ::getenv("TMPDIR");
-    std::string name =
-        std::string(base && *base ? base : "/tmp") + "/locker-test-XXXXXX";
-    if (::mkdtemp(name.data()) != nullptr) path_ = name;
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  ~TempDir() {
-    std::error_code ignored;
-    if (!path_.empty()) std::filesystem::remove_all(path_, ignored);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
-int CountOpenFds() {
-  int count = 0;
-  std::error_code error;
-  for (auto it = std::filesystem::directory_iterator("/proc/self/fd", error);
-       !error && it != std::filesystem::directory_iterator();
-       it.increment(error)) {
-    ++count;
-  }
-  return count;
-}
-
-bool Exists(const std::string& path) {
-  struct stat st;
-  return ::lstat(path.c_str(), &st) == 0;
-}
 
 bool ReadFully(int fd, void* buffer, size_t size) {
   char* p = static_cast<char*>(buffer);
@@ -205,23 +148,9 @@ class KernelProbe final {
   std::mutex mutex_;
 };
 
-class RangeLockTest : public ::testing::Test {
+class RangeLockTest : public TempFileTest {
  protected:
-  void SetUp() override {
-    ASSERT_FALSE(dir_.path().empty()) << "mkdtemp: " << strerror(errno);
-    std::string name = dir_.path() + "/ranges-XXXXXX";
-    const int fd = ::mkostemp(name.data(), O_CLOEXEC);
-    ASSERT_GE(fd, 0) << "mkostemp: " << strerror(errno);
-    path_ = name;
-    fd_.reset(fd);
-  }
-
-  // Another open file description of the file: a different handle.
-  UniqueFd OpenAgain(int flags = O_RDWR) {
-    UniqueFd fd(::open(path_.c_str(), flags | O_CLOEXEC));
-    EXPECT_TRUE(fd.valid()) << path_ << ": " << strerror(errno);
-    return fd;
-  }
+  RangeLockTest() : TempFileTest("ranges") {}
 
   // Whether `mode` on [start, end) from fd would meet a lock; fills *out.
   bool Conflicts(int fd, int mode, off_t start, off_t end,
@@ -232,10 +161,6 @@ class RangeLockTest : public ::testing::Test {
     if (out) *out = conflict;
     return conflict.found;
   }
-
-  TempDir dir_;
-  std::string path_;
-  UniqueFd fd_;  // O_RDWR
 };
 
 TEST(RangeLockModeTest, ModeFollowsTheEnvironment) {
@@ -458,9 +383,6 @@ TEST_F(RangeLockTest, WaiterGetsTheLockWhenTheHolderReleases) {
   EXPECT_TRUE(waiter.held());
   EXPECT_TRUE(Conflicts(fd_.get(), LOCK_SH, 0, 10));
 }
-
-std::atomic<int> g_usr1_seen{0};
-void CountUsr1(int) { ++g_usr1_seen; }
 
 TEST_F(RangeLockTest, AnotherSignalInterruptsTheWaitWithEintr) {
   struct sigaction usr1 {};
@@ -875,16 +797,8 @@ TEST_F(RangeLockTest, ForkedChildReleaseLeavesTheParentsLock) {
   RangeLock lock;
   ASSERT_OK(
       lock.AcquirePath(path_, LOCK_EX, 0, 10, options, Deadline::Never()));
-  const pid_t child = ::fork();
+  const pid_t child = ForkChildThatReleases(lock);
   ASSERT_NE(-1, child) << strerror(errno);
-  if (child == 0) {
-    int code = 0;
-    if (CurrentPid() != ::getpid()) code |= 1;
-    if (lock.InOwnerProcess()) code |= 2;
-    lock.Release();
-    if (!lock.released()) code |= 4;
-    ::_exit(code);
-  }
   int wstatus = 0;
   ASSERT_EQ(child, ::waitpid(child, &wstatus, 0));
   ASSERT_TRUE(WIFEXITED(wstatus));

@@ -4,16 +4,27 @@ package LockerTest;
 # talks to the parent over a pair of pipes, one line at a time. Lines are the
 # only synchronisation; nothing sleeps. hear() carries an alarm as a safety
 # net so a broken child fails the test instead of hanging it.
+#
+# Below those, the small helpers several test files share: a clock, opens,
+# holder children of each kind, and calls that capture $! with their result.
 
 use strict;
 use warnings;
 use Exporter 'import';
 use Fcntl qw(:flock O_RDONLY O_WRONLY O_CREAT);
+use File::Spec ();
 use File::Temp ();
 use IO::Handle;
 use POSIX ();
+use Test::More ();
+use Time::HiRes ();
 
-our @EXPORT_OK = qw(scratch_dir scratch_file spawn probe holder fd_count);
+our @EXPORT_OK = qw(
+  scratch_dir scratch_file spawn fork_peer probe holder fd_count
+  now read_line open_lock open_rw slurp in_path set_members
+  our_holder patient_holder release_holder release_and_wait release_on_waiter
+  conflicts try_flock try_range try_lock_file refused_ok
+);
 
 our $PATIENCE = $ENV{LOCKER_TEST_PATIENCE} || 60;    # seconds, safety net only
 
@@ -29,10 +40,11 @@ sub scratch_file {
     return $path;
 }
 
-# spawn(CODE) forks; CODE runs in the child with a LockerTest::Peer for the
-# parent and the child exits 0 when CODE returns (255 if it dies). The parent
-# gets a LockerTest::Peer for the child.
-sub spawn {
+# fork_peer(CODE) forks with a pair of pipes between the two processes; CODE
+# runs in the child with a LockerTest::Peer for the parent and is what ends
+# the child (nothing is wrapped around it). The parent gets a
+# LockerTest::Peer for the child.
+sub fork_peer {
     my ($code) = @_;
     pipe(my $to_child_r, my $to_child_w) or die "pipe: $!";
     pipe(my $to_parent_r, my $to_parent_w) or die "pipe: $!";
@@ -40,14 +52,24 @@ sub spawn {
     if ($pid == 0) {
         close $to_child_w;
         close $to_parent_r;
-        my $peer = LockerTest::Peer->new($to_child_r, $to_parent_w, getppid);
-        my $ok = eval { $code->($peer); 1 };
-        print STDERR "child $$ died: $@" unless $ok;
-        POSIX::_exit($ok ? 0 : 255);
+        $code->(LockerTest::Peer->new($to_child_r, $to_parent_w, getppid));
     }
     close $to_child_r;
     close $to_parent_w;
     return LockerTest::Peer->new($to_parent_r, $to_child_w, $pid);
+}
+
+# spawn(CODE) forks; CODE runs in the child with a LockerTest::Peer for the
+# parent and the child exits 0 when CODE returns (255 if it dies). The parent
+# gets a LockerTest::Peer for the child.
+sub spawn {
+    my ($code) = @_;
+    return fork_peer(sub {
+        my ($peer) = @_;
+        my $ok = eval { $code->($peer); 1 };
+        print STDERR "child $$ died: $@" unless $ok;
+        POSIX::_exit($ok ? 0 : 255);
+    });
 }
 
 # holder(PATH, MODE) starts a child that takes CORE::flock(MODE) on its own
@@ -93,6 +115,196 @@ sub fd_count {
     return $n - 1;    # the directory handle itself
 }
 
+# Seconds on the monotonic clock.
+sub now { Time::HiRes::clock_gettime(Time::HiRes::CLOCK_MONOTONIC()) }
+
+# read_line(FH, SECONDS, FROM): the next line from FH without its newline,
+# undef at end of file. An alarm after SECONDS (default $PATIENCE) is the
+# safety net: it dies naming FROM (default "a pipe").
+sub read_line {
+    my ($fh, $seconds, $from) = @_;
+    $seconds //= $PATIENCE;
+    $from    //= 'a pipe';
+    local $SIG{ALRM} = sub { die "no line from $from in $seconds s\n" };
+    my $left = alarm $seconds;
+    my $line = readline $fh;
+    alarm $left;
+    chomp $line if defined $line;
+    return $line;
+}
+
+# open_lock(PATH): PATH opened read-only, enough for flock(2) in either mode.
+sub open_lock {
+    my ($path) = @_;
+    open my $fh, '<', $path or die "open $path: $!";
+    return $fh;
+}
+
+# open_rw(PATH): PATH opened read-write (LOCK_EX and F_WRLCK ranges need it).
+sub open_rw {
+    my ($path) = @_;
+    open my $fh, '+<', $path or die "open $path: $!";
+    return $fh;
+}
+
+# slurp(PATH): the whole content of PATH ('' when empty).
+sub slurp {
+    my ($path) = @_;
+    open my $fh, '<', $path or die "open $path: $!";
+    local $/;
+    return scalar(readline $fh) // '';
+}
+
+# in_path(NAME): full path of an executable NAME found in PATH, or undef.
+sub in_path {
+    my ($name) = @_;
+    for my $dir (File::Spec->path) {
+        my $file = File::Spec->catfile($dir, $name);
+        return $file if -f $file && -x _;
+    }
+    return undef;
+}
+
+# set_members(SIGSET): the signal numbers in a POSIX::SigSet, as an array ref.
+sub set_members {
+    my ($set) = @_;
+    return [ grep { $set->ismember($_) } 1 .. POSIX::SIGRTMAX() ];
+}
+
+# conflicts(HELD, WANTED): whether a flock(2) request for WANTED meets HELD.
+sub conflicts { my ($held, $wanted) = @_; return $held == LOCK_EX || $wanted == LOCK_EX }
+
+# our_holder(PATH, MODE) starts a child that takes File::Locker::flock(MODE)
+# on its own read-only handle of PATH; returns its peer and its first word,
+# "locked" or "failed ERRNO". Either way the child then waits for "release",
+# unlocks with LOCK_UN (the handle stays open, so only the unlock can free
+# the lock) and answers "released"; it exits when the parent closes the pipe
+# (peer->wait). The caller has loaded File::Locker.
+sub our_holder {
+    my ($path, $mode) = @_;
+    my $peer = spawn(sub {
+        my ($parent) = @_;
+        open my $fh, '<', $path or die "open $path: $!";
+        my $locked = File::Locker::flock($fh, $mode);
+        $parent->say($locked ? 'locked' : 'failed ' . ($! + 0));
+        $parent->expect('release');
+        if ($locked) {
+            File::Locker::flock($fh, LOCK_UN) or die "unlock: $!";
+        }
+        $parent->say('released');
+        $parent->hear;    # end of file: the parent is done with us
+        close $fh;
+    });
+    return ($peer, $peer->hear // 'end of file');
+}
+
+# patient_holder(PATH, MODE, PATIENCE): like holder (CORE::flock MODE on its
+# own handle, "locked", released on "release"), except that it never waits
+# for the lock (it says "failed ERRNO" if the file is busy) and if no word
+# comes within PATIENCE seconds it lets go on its own and says "gave up": a
+# wait that wrongly goes on then ends, and the test fails instead of hanging.
+sub patient_holder {
+    my ($path, $mode, $patience) = @_;
+    my $peer = spawn(sub {
+        my ($parent) = @_;
+        open my $fh, '<', $path or die "open $path: $!";
+        unless (CORE::flock($fh, $mode | LOCK_NB)) { $parent->say('failed ' . ($! + 0)); return }
+        $parent->say('locked');
+        my $word = eval { local $PATIENCE = $patience; $parent->hear };
+        CORE::flock($fh, LOCK_UN);
+        close $fh;
+        if (defined $word) {
+            $parent->say('released');
+        }
+        else {
+            $parent->say('gave up');
+            $parent->hear;    # the parent's "release", still to come
+        }
+    });
+    $peer->expect('locked');
+    return $peer;
+}
+
+# release_holder(PEER, ALREADY_TOLD): tells a holder child to let go (unless
+# already told) and reaps it; returns its last word, "released" (or "gave up"
+# from a patient_holder whose patience ran out), "end of file" if none.
+sub release_holder {
+    my ($peer, $already_told) = @_;
+    $peer->say('release') unless $already_told;
+    my $word = $peer->hear // 'end of file';
+    $peer->wait;
+    return $word;
+}
+
+# release_and_wait(PEER): tells a holder child to let go, dies unless it
+# answers "released", and reaps it; returns its wait status.
+sub release_and_wait {
+    my ($peer) = @_;
+    $peer->say('release');
+    $peer->expect('released');
+    return $peer->wait;
+}
+
+# release_on_waiter(PATH) starts a holder of LOCK_EX on PATH that, once told
+# the pid of a waiter, releases as soon as /proc/locks shows that process
+# blocked on PATH's inode with a WRITE flock request: the waiter is then
+# certainly waiting, not about to try. Returns its peer once it holds.
+sub release_on_waiter {
+    my ($path) = @_;
+    my $ino = (stat $path)[1];
+    my $peer = spawn(sub {
+        my ($parent) = @_;
+        open my $fh, '<', $path or die "open $path: $!";
+        CORE::flock($fh, LOCK_EX) or die "flock: $!";
+        $parent->say('locked');
+        my $waiter  = $parent->hear // die "no waiter pid\n";
+        my $give_up = now() + $PATIENCE;
+        my $seen    = 0;
+        until ($seen) {
+            die "pid $waiter never blocked on $path\n" if now() > $give_up;
+            open my $locks, '<', '/proc/locks' or die "open /proc/locks: $!";
+            while (my $line = <$locks>) {
+                if ($line =~ /^\d+:\s+->\s+FLOCK\s+\S+\s+WRITE\s+(\d+)\s+[0-9a-f]+:[0-9a-f]+:(\d+)\s/
+                    && $1 == $waiter && $2 == $ino) {
+                    $seen = 1;
+                    last;
+                }
+            }
+        }
+        CORE::flock($fh, LOCK_UN) or die "unlock: $!";
+        $parent->say('released');
+        $parent->hear;    # end of file: the parent is done with us
+    });
+    $peer->expect('locked');
+    return $peer;
+}
+
+# Runs CODE in scalar context with $! cleared first; returns its result and
+# $! (as a number) right after.
+sub _with_errno {
+    my ($code) = @_;
+    local $!;
+    $! = 0;
+    my $got = $code->();
+    return ($got, $! + 0);
+}
+
+# try_flock(FH, OP), try_range(ARGS), try_lock_file(ARGS): File::Locker's
+# flock, lock_range or lock_file called with ARGS; each returns the result
+# and $! (as a number) right after. The caller has loaded File::Locker.
+sub try_flock     { my @args = @_; return _with_errno(sub { &File::Locker::flock(@args) }) }
+sub try_range     { my @args = @_; return _with_errno(sub { &File::Locker::lock_range(@args) }) }
+sub try_lock_file { my @args = @_; return _with_errno(sub { &File::Locker::lock_file(@args) }) }
+
+# refused_ok(GUARD, ERRNO, WANT, WHAT): expects undef with $! == WANT from a
+# try_range or try_lock_file result.
+sub refused_ok {
+    my ($guard, $errno, $want, $what) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    Test::More::ok(!defined $guard, "$what: undef") or Test::More::diag("got $guard");
+    Test::More::is($errno, $want, "$what: \$! is " . POSIX::strerror($want));
+}
+
 package LockerTest::Peer;
 
 sub new {
@@ -111,15 +323,7 @@ sub say {
 # Next line from the peer, without its newline; undef at end of file.
 sub hear {
     my ($self) = @_;
-    my $line;
-    {
-        local $SIG{ALRM} = sub { die "no word from peer $self->{pid} in $LockerTest::PATIENCE s\n" };
-        my $left = alarm $LockerTest::PATIENCE;
-        $line = readline $self->{in};
-        alarm $left;
-    }
-    chomp $line if defined $line;
-    return $line;
+    return LockerTest::read_line($self->{in}, $LockerTest::PATIENCE, "peer $self->{pid}");
 }
 
 sub expect {
