@@ -10,6 +10,7 @@ use warnings;
 use Test::More;
 use POSIX qw(EWOULDBLOCK);
 use File::Locker qw(:flock flock);
+use lib 't/lib';
 use LockerTest qw(scratch_file spawn probe our_holder try_flock conflicts);
 
 $SIG{PIPE} = 'IGNORE';    # a dead peer must fail a test, not kill the script

@@ -11,6 +11,7 @@ use POSIX qw(EWOULDBLOCK);
 use File::Spec;
 use IPC::Open2 qw(open2);
 use File::Locker qw(:flock flock);
+use lib 't/lib';
 use LockerTest qw(scratch_file spawn probe holder our_holder try_flock conflicts in_path);
 
 $SIG{PIPE} = 'IGNORE';    # a dead peer must fail a test, not kill the script

@@ -11,6 +11,7 @@ use Test::More;
 use Fcntl qw(SEEK_SET SEEK_END);
 use POSIX qw(EWOULDBLOCK);
 use File::Locker qw(:flock flock);
+use lib 't/lib';
 use LockerTest qw(scratch_file spawn holder slurp read_line);
 
 $SIG{PIPE} = 'IGNORE';    # a dead peer must fail a test, not kill the script

@@ -7,6 +7,7 @@ use warnings;
 use Test::More;
 use Config;
 use POSIX ();
+use lib 't/lib';
 use LockerTest qw(spawn holder probe scratch_file now release_and_wait open_lock set_members);
 use File::Locker qw(:flock flock);
 

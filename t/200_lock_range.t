@@ -22,6 +22,7 @@ use POSIX qw(EBADF ENOENT EWOULDBLOCK ETIMEDOUT);
 use Scalar::Util qw(blessed);
 use Time::HiRes qw(clock_gettime CLOCK_MONOTONIC);
 use File::Locker qw(:flock lock_range range_conflict);
+use lib 't/lib';
 use LockerTest qw(scratch_file spawn fd_count open_rw slurp release_holder try_range refused_ok);
 
 $SIG{PIPE} = 'IGNORE';    # a dead peer must fail a test, not kill the script

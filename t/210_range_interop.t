@@ -15,6 +15,7 @@ use Test::More;
 use POSIX qw(EWOULDBLOCK EAGAIN EACCES ETIMEDOUT);
 use IPC::Open2 qw(open2);
 use File::Locker qw(:flock lock_range range_conflict);
+use lib 't/lib';
 use LockerTest qw(scratch_file spawn open_rw try_range in_path);
 
 $SIG{PIPE} = 'IGNORE';    # a dead peer must fail a test, not kill the script

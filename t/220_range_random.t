@@ -22,6 +22,7 @@ use Test::More;
 use POSIX qw(EWOULDBLOCK);
 use Time::HiRes ();
 use File::Locker qw(:flock lock_range range_conflict);
+use lib 't/lib';
 use LockerTest qw(scratch_file spawn);
 
 $SIG{PIPE} = 'IGNORE';

@@ -19,6 +19,7 @@ use Test::More;
 use POSIX ();
 use Time::HiRes ();
 use File::Locker qw(:flock lock_range range_conflict);
+use lib 't/lib';
 use LockerTest qw(scratch_file spawn open_rw);
 
 $SIG{PIPE} = 'IGNORE';

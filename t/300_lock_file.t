@@ -17,6 +17,7 @@ use POSIX qw(EBADF ENOENT ELOOP EACCES EWOULDBLOCK ETIMEDOUT);
 use Scalar::Util qw(blessed refaddr);
 use Time::HiRes qw(clock_gettime CLOCK_MONOTONIC);
 use File::Locker qw(:flock lock_file);
+use lib 't/lib';
 use LockerTest qw(scratch_file scratch_dir spawn probe holder fd_count slurp release_holder release_on_waiter try_lock_file refused_ok);
 
 $SIG{PIPE} = 'IGNORE';    # a dead peer must fail a test, not kill the script

@@ -14,6 +14,7 @@ use Test::More;
 use Config;
 use POSIX ();
 use Scalar::Util ();
+use lib 't/lib';
 use LockerTest qw(spawn fork_peer probe scratch_file scratch_dir fd_count read_line);
 use File::Locker qw(:flock lock_file);
 

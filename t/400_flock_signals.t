@@ -6,6 +6,7 @@ use warnings;
 
 use Test::More;
 use POSIX ();
+use lib 't/lib';
 use LockerTest qw(spawn probe scratch_file now open_lock set_members patient_holder release_holder);
 use File::Locker qw(:flock flock);
 

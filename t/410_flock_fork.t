@@ -9,6 +9,7 @@ use warnings;
 
 use Test::More;
 use POSIX ();
+use lib 't/lib';
 use LockerTest qw(spawn probe scratch_file now open_lock);
 use File::Locker qw(:flock flock);
 

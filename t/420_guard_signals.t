@@ -9,6 +9,7 @@ use warnings;
 use Test::More;
 use POSIX ();
 use Time::HiRes ();
+use lib 't/lib';
 use LockerTest qw(spawn probe scratch_file fd_count now patient_holder release_holder);
 use File::Locker qw(:flock lock_file);
 

@@ -16,6 +16,7 @@ use warnings;
 use Test::More;
 use POSIX ();
 use Time::HiRes ();
+use lib 't/lib';
 use LockerTest qw(spawn scratch_dir scratch_file open_rw);
 use File::Locker qw(:flock lock_file);
 

@@ -24,6 +24,7 @@ use Test::More;
 use POSIX ();
 use Time::HiRes ();
 use File::Locker qw(:flock lock_range);
+use lib 't/lib';
 use LockerTest qw(scratch_file spawn open_rw);
 
 $SIG{PIPE} = 'IGNORE';

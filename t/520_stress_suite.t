@@ -23,6 +23,7 @@ use warnings;
 use Test::More;
 use Config;
 use POSIX ();
+use lib 't/lib';
 use LockerTest qw(spawn probe scratch_file scratch_dir now open_rw);
 use File::Locker qw(:flock lock_file lock_range);
 

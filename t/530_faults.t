@@ -21,6 +21,7 @@ use warnings;
 use Test::More;
 use File::Spec ();
 use POSIX ();
+use lib 't/lib';
 use LockerTest qw(spawn probe scratch_file scratch_dir now open_rw read_line);
 use File::Locker qw(:flock lock_file lock_range);
 

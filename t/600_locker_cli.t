@@ -17,6 +17,7 @@ use IPC::Open3 qw(open3);
 use POSIX qw(SIGTERM SIGKILL);
 use Symbol qw(gensym);
 use File::Locker qw(:flock lock_file);
+use lib 't/lib';
 use LockerTest qw(scratch_file scratch_dir spawn probe holder now slurp read_line release_on_waiter);
 
 $SIG{PIPE} = 'IGNORE';    # a dead peer must fail a test, not kill the script

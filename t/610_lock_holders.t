@@ -15,6 +15,7 @@ use Fcntl qw(:flock SEEK_SET);
 use IPC::Open2 qw(open2);
 use POSIX qw(ENOENT);
 use File::Locker qw(:flock lock_range lock_holders);
+use lib 't/lib';
 use LockerTest qw(scratch_file spawn holder);
 
 $SIG{PIPE} = 'IGNORE';    # a dead peer must fail a test, not kill the script
