@@ -10,19 +10,23 @@ plan skip_all => 'cpanm not installed' unless $cpanm;
 -e 'Makefile' or plan skip_all => 'run perl Makefile.PL first';
 
 my $dir = tempdir('dist-XXXXXX', TMPDIR => 1, CLEANUP => 1);
-my $out = qx{make dist DISTVNAME=$dir/File-Locker-check 2>&1};
-my ($tarball) = glob "$dir/File-Locker-check.tar.gz";
-ok($tarball && -s $tarball, 'make dist wrote a tarball') or diag($out);
+unlink glob 'File-Locker-*.tar.gz';    # gzip will not overwrite an old one
+my $out = qx{make dist 2>&1};
+my ($made) = $out =~ /^Created (\S+\.tar\.gz)/m;
+my $tarball = "$dir/" . ($made // 'none');
+ok($made && rename($made, $tarball), 'make dist wrote a tarball') or diag($out);
 
 my $prefix = "$dir/install";
 $out = qx{"$cpanm" --quiet --local-lib-contained "$prefix" "$tarball" 2>&1};
 is($?, 0, 'cpanm builds, tests and installs the tarball') or diag($out);
 
+# Only the installed copy: prove -b would otherwise lend us blib/.
 my $lib = "$prefix/lib/perl5";
+local $ENV{PERL5LIB} = $lib;
 my $check = q{use File::Locker qw(:flock lock_file); my $g = lock_file($ARGV[0], LOCK_EX) or die $!; print $g->is_locked ? "locked" : "not locked"};
-my $answer = qx{"$^X" -I"$lib" -e '$check' "$dir/probe.lock" 2>&1};
+my $answer = qx{"$^X" -e '$check' "$dir/probe.lock" 2>&1};
 is($answer, 'locked', 'the installed module takes a lock');
 ok(-x "$prefix/bin/locker", 'locker is installed');
-$answer = qx{PERL5LIB="$lib" "$prefix/bin/locker" "$dir/cmd.lock" sh -c 'echo ran' 2>&1};
+$answer = qx{"$prefix/bin/locker" "$dir/cmd.lock" sh -c 'echo ran' 2>&1};
 is($answer, "ran\n", 'the installed locker runs a command under the lock');
 done_testing;
