@@ -137,9 +137,12 @@ void AddRun(std::vector<Run>* runs, off_t from, off_t to, RangeMode mode) {
 RangeTable& KernelTable(const Where& where) {
   if (g_ofd) {
     DescriptorEntry& entry = g_by_fd[where.fd];
-    if (entry.live == 0 || entry.inode.dev != where.inode.dev ||
-        entry.inode.ino != where.inode.ino) {
-      entry = DescriptorEntry{where.inode, {}, {}, entry.live};  // descriptor reused
+    if (entry.table.empty() && entry.pending.empty()) {
+      entry.inode = where.inode;  // a new entry, or one nothing holds
+    } else if (entry.inode.dev != where.inode.dev || entry.inode.ino != where.inode.ino) {
+      // The descriptor number was closed and reused for another file while
+      // guards still counted on it: their holds died with the old file.
+      entry = DescriptorEntry{where.inode, {}, {}, entry.live};
     }
     return entry.table;
   }
@@ -199,7 +202,12 @@ void CountLive(const Where& where, int delta) {
   if (g_ofd) {
     auto it = g_by_fd.find(where.fd);
     if (it == g_by_fd.end()) return;
-    if ((it->second.live += delta) <= 0) g_by_fd.erase(it);
+    // Holds another thread has just recorded keep the entry alive even
+    // before that thread counts its lock as live.
+    it->second.live += delta;
+    if (it->second.live <= 0 && it->second.table.empty() && it->second.pending.empty()) {
+      g_by_fd.erase(it);
+    }
   } else {
     auto it = g_by_inode.find(where.inode);
     if (it == g_by_inode.end()) return;
