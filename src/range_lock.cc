@@ -235,6 +235,18 @@ void SyncKernel(const Where& where, off_t start, off_t end) {
 // caller can run signal handlers in between (EINTR, then call again).
 constexpr auto kInProcessSlice = std::chrono::milliseconds(100);
 
+// Whether the lock at `where` is the only live one this process has there
+// (its descriptor with OFD locks, its inode with classic ones).
+bool OnlyLiveLock(const Where& where) {
+  std::lock_guard<std::mutex> hold(g_mutex);
+  if (g_ofd) {
+    auto it = g_by_fd.find(where.fd);
+    return it != g_by_fd.end() && it->second.live == 1;
+  }
+  auto it = g_by_inode.find(where.inode);
+  return it != g_by_inode.end() && it->second.live == 1;
+}
+
 // Takes one hold of mode on [start, end) through `where`: checks this
 // process's other owners (classic backend), reserves the hold in the table,
 // asks the kernel for the bytes whose granted mode must rise, and on failure
@@ -455,15 +467,10 @@ void RangeLock::Release() {
   if (state_ == State::kReleased) return;
   const Where where{file_.fd, {file_.dev, file_.ino}};
   if (InOwnerProcess()) {
-    bool alone = false;
-    {
-      std::lock_guard<std::mutex> hold(g_mutex);
-      alone = g_ofd ? g_by_fd[where.fd].live == 1 : g_by_inode[where.inode].live == 1;
-    }
     Conflict other;
-    if (state_ == State::kHeld && file_.options.unlink && file_.owned.valid() && alone &&
-        FindConflict(where.fd, LOCK_EX, 0, kRangeEnd, &other).ok() && !other.found &&
-        file_.PathStillNamesIt()) {
+    if (state_ == State::kHeld && file_.options.unlink && file_.owned.valid() &&
+        OnlyLiveLock(where) && FindConflict(where.fd, LOCK_EX, 0, kRangeEnd, &other).ok() &&
+        !other.found && file_.PathStillNamesIt()) {
       ::unlink(file_.path.c_str());
     }
     if (state_ == State::kHeld) Give(where, ToRangeMode(mode_), start_, end_);

@@ -185,6 +185,21 @@ dispatch_signals(pTHX)
     RESTORE_ERRNO;
 }
 
+/* Calls call() -> Status until it is not interrupted, running Perl's
+ * signal handlers after each EINTR, as the engine's contract asks. Nothing
+ * here owns a resource, so a handler that dies unwinds cleanly. */
+template <typename Call>
+locker::Status
+until_not_interrupted(pTHX_ Call &&call)
+{
+    for (;;) {
+        const locker::Status status = call();
+        if (status.err() != EINTR)
+            return status;
+        dispatch_signals(aTHX);
+    }
+}
+
 /* ---- guards ---------------------------------------------------------- */
 
 const char kGuardClass[] = "File::Locker::Guard";
@@ -451,7 +466,6 @@ range_arguments(pTHX_ SV *offset, SV *length, const char *func)
 {
     ByteRange range;
     range.whole = false;
-    NV values[2];
     SV *args[2] = {offset, length};
     const char *names[2] = {"OFFSET", "LENGTH"};
     off_t exact[2];
@@ -478,12 +492,12 @@ range_arguments(pTHX_ SV *offset, SV *length, const char *func)
             exact[i] = (off_t)SvIVX(args[i]);
             continue;
         }
-        values[i] = SvNV_nomg(args[i]);
-        if (Perl_isnan(values[i]) || values[i] < 0 || values[i] != floor(values[i]))
+        const NV value = SvNV_nomg(args[i]);
+        if (Perl_isnan(value) || value < 0 || value != floor(value))
             Perl_croak(aTHX_ "%s: %s must be a non-negative integer", func, names[i]);
-        if (values[i] >= 9223372036854775808.0) /* 2**63: beyond off_t */
+        if (value >= 9223372036854775808.0) /* 2**63: beyond off_t */
             Perl_croak(aTHX_ "%s: %s is too large for this platform's off_t", func, names[i]);
-        exact[i] = (off_t)values[i];
+        exact[i] = (off_t)value;
     }
     const off_t start = exact[0];
     const off_t len = exact[1];
@@ -808,32 +822,26 @@ upgrade(self, ...)
             deadline = timeout;
     }
     Guard *guard = guard_for_change(aTHX_ self, "upgrade");
-    for (;;) {
-        const locker::Status status =
-            with_lock(guard, [&](auto &lock) { return lock.Upgrade(deadline); });
-        if (status.ok())
-            XSRETURN_YES;
+    const locker::Status status = until_not_interrupted(aTHX_ [&] {
+        return with_lock(guard, [&](auto &lock) { return lock.Upgrade(deadline); });
+    });
+    if (!status.ok())
         errno = status.err();
-        if (status.err() != EINTR)
-            XSRETURN_NO;
-        dispatch_signals(aTHX);
-    }
+    ST(0) = boolSV(status.ok());
+    XSRETURN(1);
 
 void
 downgrade(self)
     SV *self
   PPCODE:
     Guard *guard = guard_for_change(aTHX_ self, "downgrade");
-    for (;;) {
-        const locker::Status status =
-            with_lock(guard, [](auto &lock) { return lock.Downgrade(); });
-        if (status.ok())
-            XSRETURN_YES;
+    const locker::Status status = until_not_interrupted(aTHX_ [&] {
+        return with_lock(guard, [](auto &lock) { return lock.Downgrade(); });
+    });
+    if (!status.ok())
         errno = status.err();
-        if (status.err() != EINTR)
-            XSRETURN_NO;
-        dispatch_signals(aTHX);
-    }
+    ST(0) = boolSV(status.ok());
+    XSRETURN(1);
 
 void
 _handle(self)
