@@ -4,12 +4,12 @@
 
 namespace locker {
 
-Holds RangeTable::At(off_t offset) const {
+Holds RangeTable::At(Pos offset) const {
   auto it = bounds_.upper_bound(offset);
   return it == bounds_.begin() ? Holds() : std::prev(it)->second;
 }
 
-void RangeTable::Split(off_t at) {
+void RangeTable::Split(Pos at) {
   if (at == kRangeEnd) return;
   auto it = bounds_.lower_bound(at);
   if (it != bounds_.end() && it->first == at) return;
@@ -17,14 +17,14 @@ void RangeTable::Split(off_t at) {
 }
 
 // Drops the key at `at` when it repeats the holds before it.
-void RangeTable::Coalesce(off_t at) {
+void RangeTable::Coalesce(Pos at) {
   auto it = bounds_.find(at);
   if (it == bounds_.end()) return;
   const Holds before = it == bounds_.begin() ? Holds() : std::prev(it)->second;
   if (it->second == before) bounds_.erase(it);
 }
 
-void RangeTable::Add(off_t start, off_t end, RangeMode mode, int delta) {
+void RangeTable::Add(Pos start, Pos end, RangeMode mode, int delta) {
   Split(start);
   Split(end);
   for (auto it = bounds_.find(start); it != bounds_.end() && it->first < end; ++it) {

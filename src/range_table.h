@@ -10,13 +10,16 @@
 #include <sys/types.h>
 
 #include <cstddef>
-#include <limits>
+#include <cstdint>
 #include <map>
 
 namespace locker {
 
-// Byte offsets; kRangeEnd stands for "to end of file and beyond".
-constexpr off_t kRangeEnd = std::numeric_limits<off_t>::max();
+// Byte positions. Every off_t offset is a Pos, and so is the end just past
+// the largest one: kRangeEnd = 2**63, the exclusive end of "to end of file
+// and beyond" (the kernel's OFFSET_MAX is the last byte a lock can cover).
+using Pos = std::uint64_t;
+constexpr Pos kRangeEnd = Pos{1} << 63;
 
 // Effective lock modes, ordered: kNone < kShared < kExclusive.
 enum class RangeMode { kNone = 0, kShared = 1, kExclusive = 2 };
@@ -29,6 +32,9 @@ struct Holds {
     return exclusive > 0 ? RangeMode::kExclusive
                          : shared > 0 ? RangeMode::kShared : RangeMode::kNone;
   }
+  void Add(RangeMode m, int delta) {
+    (m == RangeMode::kExclusive ? exclusive : shared) += delta;
+  }
   bool operator==(const Holds& o) const {
     return shared == o.shared && exclusive == o.exclusive;
   }
@@ -39,18 +45,18 @@ class RangeTable final {
  public:
   // Adds delta (+1 or -1) holds of mode (kShared or kExclusive) on
   // [start, end). Requires start < end.
-  void Add(off_t start, off_t end, RangeMode mode, int delta);
+  void Add(Pos start, Pos end, RangeMode mode, int delta);
 
   // Calls fn(from, to, holds) for consecutive pieces covering [start, end)
   // exactly, each with the holds that apply there (zero where none).
   template <typename Fn>
-  void Walk(off_t start, off_t end, Fn&& fn) const {
+  void Walk(Pos start, Pos end, Fn&& fn) const {
     auto it = bounds_.upper_bound(start);
     Holds current;
     if (it != bounds_.begin()) current = std::prev(it)->second;
-    off_t from = start;
+    Pos from = start;
     while (from < end) {
-      const off_t to = (it == bounds_.end() || it->first > end) ? end : it->first;
+      const Pos to = (it == bounds_.end() || it->first > end) ? end : it->first;
       if (to > from) fn(from, to, current);
       if (it == bounds_.end() || it->first >= end) break;
       current = it->second;
@@ -60,16 +66,16 @@ class RangeTable final {
   }
 
   // The holds at one byte.
-  Holds At(off_t offset) const;
+  Holds At(Pos offset) const;
 
   bool empty() const { return bounds_.empty(); }
   size_t segments() const { return bounds_.size(); }
 
  private:
-  void Split(off_t at);
-  void Coalesce(off_t at);
+  void Split(Pos at);
+  void Coalesce(Pos at);
 
-  std::map<off_t, Holds> bounds_;
+  std::map<Pos, Holds> bounds_;
 };
 
 }  // namespace locker

@@ -672,12 +672,12 @@ subtest 'argument checking' => sub {
         like(exception { no warnings; lock_range($path, LOCK_EX, $value, 10) },
              qr/^lock_range: OFFSET/, "OFFSET $what croaks with a PATH too");
     }
-    like(exception { lock_range($fh, LOCK_SH, 2**62, 2**62) },
-         qr/^lock_range: (?:OFFSET|LENGTH)/, 'OFFSET 2**62 + LENGTH 2**62 overflows: croaks');
+    like(exception { lock_range($fh, LOCK_SH, 2**62, 4611686018427387905) },
+         qr/^lock_range: (?:OFFSET|LENGTH)/, 'OFFSET 2**62 + LENGTH 2**62+1 overflows: croaks');
     like(exception { lock_range($fh, LOCK_SH, 2**62 + 2**62, 1) },
          qr/^lock_range: OFFSET/, 'OFFSET 2**62+2**62 croaks');
-    like(exception { lock_range($fh, LOCK_SH, 1, 9223372036854775807) },
-         qr/^lock_range: (?:OFFSET|LENGTH)/, 'OFFSET 1 + LENGTH 2**63-1 overflows: croaks');
+    like(exception { lock_range($fh, LOCK_SH, 2, 9223372036854775807) },
+         qr/^lock_range: (?:OFFSET|LENGTH)/, 'OFFSET 2 + LENGTH 2**63-1 overflows: croaks');
     {
         my ($g, $err) = try_range($fh, LOCK_SH, 2**62, 2**61);
         granted_ok($g, $err, 'OFFSET 2**62 with LENGTH 2**61 fits');
@@ -799,7 +799,7 @@ subtest 'range_conflict' => sub {
          'negative OFFSET croaks');
     like(exception { range_conflict($fh, LOCK_SH, 0, 'abc') }, qr/^range_conflict: LENGTH/,
          "LENGTH 'abc' croaks");
-    like(exception { range_conflict($fh, LOCK_SH, 2**62, 2**62) },
+    like(exception { range_conflict($fh, LOCK_SH, 2**62, 4611686018427387905) },
          qr/^range_conflict: (?:OFFSET|LENGTH)/, 'overflowing OFFSET + LENGTH croaks');
     like(exception { range_conflict(undef, LOCK_SH, 0, 1) }, qr/^range_conflict: /,
          'undefined PATH croaks');

@@ -405,8 +405,8 @@ for my $function (['lock_range', sub { lock_range($_[0], LOCK_SH, @_[1, 2]) }],
         row "$name: LENGTH $what", setup => sub { ($path, 0, $value) }, call => $call,
             want => croaks(qr/^$name: LENGTH $message/);
     }
-    for my $sum (['2**62 + 2**62', 2**62, 2**62], ['(2**63-1) + 1', 9223372036854775807, 1],
-                 [q{'9223372036854775807' + '1'}, '9223372036854775807', '1']) {
+    for my $sum (['2**62 + (2**62+1)', 2**62, 4611686018427387905], ['(2**63-1) + 2', 9223372036854775807, 2],
+                 [q{'9223372036854775807' + '2'}, '9223372036854775807', '2']) {
         my ($what, $offset, $length, $todo) = @$sum;
         row "$name: OFFSET + LENGTH overflows: $what", setup => sub { ($path, $offset, $length) }, call => $call,
             want => croaks(qr/^$name: OFFSET \+ LENGTH is too large/), todo => $todo;
@@ -425,6 +425,9 @@ row q{lock_range: OFFSET '9223372036854775807' (2**63-1) with LENGTH 0 fits},
     setup => sub { (scratch_file(), '9223372036854775807', 0) },
     call => sub { lock_range($_[0], LOCK_SH, @_[1, 2]) },
     want => $A_GUARD;
+row 'lock_range: OFFSET + LENGTH = 2**63 (up to the last byte) fits',
+    setup => sub { (scratch_file(), 2**62, 2**62) },
+    call => sub { lock_range($_[0], LOCK_SH, @_[1, 2]) }, want => $A_GUARD;
 row 'lock_range: OFFSET + LENGTH = 2**63-1 fits',
     setup => sub { (scratch_file(), 9223372036854775806, 1) },
     call => sub { lock_range($_[0], LOCK_SH, @_[1, 2]) }, want => $A_GUARD;

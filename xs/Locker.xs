@@ -8,10 +8,9 @@
  * returns. */
 
 #include "deadline.h"
-#include "file_lock.h"
 #include "flock_lock.h"
 #include "holders.h"
-#include "range_lock.h"
+#include "lock.h"
 #include "status.h"
 
 #include <errno.h>
@@ -204,35 +203,22 @@ until_not_interrupted(pTHX_ Call &&call)
 
 const char kGuardClass[] = "File::Locker::Guard";
 
-/* What a File::Locker::Guard object points to. The Perl object owns it. */
+/* What a File::Locker::Guard object owns, through magic on the object's
+ * referent (never through its value, so no copy of the object can own it). */
 struct Guard final {
-    locker::FileLock file;                   /* a whole-file lock, or */
-    std::unique_ptr<locker::RangeLock> range; /* a byte-range lock */
+    locker::Lock lock;
     PerlInterpreter *owner = nullptr; /* the interpreter (ithread) that locked */
+    SV *self = nullptr;               /* the referent the magic is attached to */
     SV *handle = nullptr;             /* counted: user's handle, or fh()'s dup */
     bool borrowed = false;            /* locked through the user's handle */
+    bool path_utf8 = false;           /* PATH was a character string */
+    IV offset = 0, length = 0;        /* as given, for a range */
 };
-
-/* Calls fn on whichever lock the guard holds (both have the same methods). */
-template <typename Fn>
-decltype(auto)
-with_lock(Guard *guard, Fn &&fn)
-{
-    return guard->range ? fn(*guard->range) : fn(guard->file);
-}
-
-template <typename Fn>
-decltype(auto)
-with_lock(const Guard *guard, Fn &&fn)
-{
-    return guard->range ? fn(static_cast<const locker::RangeLock &>(*guard->range))
-                        : fn(guard->file);
-}
 
 bool
 guard_released(const Guard *guard)
 {
-    return with_lock(guard, [](const auto &lock) { return lock.released(); });
+    return guard->lock.released();
 }
 
 /* Croaks "FUNC: MESSAGE" with the calling function named. */
@@ -353,28 +339,44 @@ path_argument(pTHX_ SV *sv, const char *func)
     return std::string(pv, len);
 }
 
-/* The Guard behind a File::Locker::Guard object; croaks naming the method
- * and the expected class for anything else. */
+int guard_free(pTHX_ SV *sv, MAGIC *mg);
+
+/* The magic that ties a Guard to its object: get, set, len, clear, free,
+ * copy, dup, local. No dup: a new ithread gets no guard (CLONE_SKIP). */
+const MGVTBL guard_vtbl = {NULL, NULL, NULL, NULL, guard_free, NULL, NULL, NULL};
+
+/* The Guard behind a File::Locker::Guard object, or NULL. Only the referent
+ * the magic was made for counts: a copy made behind the guard's back
+ * (Storable, a cloner that copies magic) owns nothing. */
+Guard *
+guard_lookup(pTHX_ SV *self)
+{
+    if (!SvROK(self))
+        return NULL;
+    SV *const referent = SvRV(self);
+    if (!SvOBJECT(referent) || SvTYPE(referent) < SVt_PVMG)
+        return NULL;
+    MAGIC *const mg = mg_findext(referent, PERL_MAGIC_ext, &guard_vtbl);
+    Guard *const guard = mg ? (Guard *)mg->mg_ptr : NULL;
+    return guard && guard->self == referent ? guard : NULL;
+}
+
+/* The same, croaking naming the method and the expected class. */
 Guard *
 guard_from(pTHX_ SV *self, const char *method)
 {
-    dMY_CXT;
-    if (SvROK(self) && SvOBJECT(SvRV(self)) && SvIOK(SvRV(self)) &&
-        (SvSTASH(SvRV(self)) == MY_CXT.guard_stash || sv_derived_from(self, kGuardClass))) {
-        Guard *guard = INT2PTR(Guard *, SvIVX(SvRV(self)));
-        if (guard)
-            return guard;
-    }
-    Perl_croak(aTHX_ "%s::%s: invocant is not a %s object", kGuardClass, method, kGuardClass);
-    return NULL; /* not reached */
+    Guard *const guard = guard_lookup(aTHX_ self);
+    if (!guard)
+        Perl_croak(aTHX_ "%s::%s: invocant is not a %s object", kGuardClass, method,
+                   kGuardClass);
+    return guard;
 }
 
 /* True in the process and interpreter (ithread) that took the lock. */
 bool
 guard_is_ours(pTHX_ const Guard *guard)
 {
-    return guard->owner == aTHX &&
-           with_lock(guard, [](const auto &lock) { return lock.InOwnerProcess(); });
+    return guard->owner == aTHX && guard->lock.InOwnerProcess();
 }
 
 void
@@ -385,40 +387,27 @@ guard_require_owner(pTHX_ const Guard *guard, const char *method)
                    kGuardClass, method);
 }
 
-/* Flushes the guard's Perl handle; true if the locked descriptor is still
- * the one the handle has (for a borrowed lock). */
-bool
+/* Flushes the guard's Perl handle, so the next holder sees what was
+ * printed under the lock. */
+void
 guard_flush(pTHX_ Guard *guard)
 {
-    if (!guard->handle)
-        return true;
     PerlIO *fp;
-    const int fd = handle_fd(aTHX_ guard->handle, &fp);
-    if (fp)
+    if (guard->handle && handle_fd(aTHX_ guard->handle, &fp) >= 0)
         (void)PerlIO_flush(fp);
-    return !guard->borrowed || fd == with_lock(guard, [](const auto &lock) { return lock.fd(); });
 }
 
-/* Unlocks (owner) or lets go of this process's copy (anyone else). */
+/* Unlocks (owner) or lets go of this process's copy (a forked child). */
 void
 guard_release(pTHX_ Guard *guard)
 {
     if (guard_released(guard))
         return;
-    if (!guard_is_ours(aTHX_ guard)) {
-        /* Never touch the lock. Another thread shares our descriptors and a
-         * borrowed one is the user's: leave them. A forked child closes its
-         * own copy of a descriptor we opened. */
-        if (guard->owner != aTHX || guard->borrowed)
-            with_lock(guard, [](auto &lock) { lock.Forget(); });
-        else
-            with_lock(guard, [](auto &lock) { lock.Release(); });
-        return;
-    }
-    if (guard_flush(aTHX_ guard))
-        with_lock(guard, [](auto &lock) { lock.Release(); });
-    else /* the user closed or reopened the handle */
-        with_lock(guard, [](auto &lock) { lock.Forget(); });
+    if (guard->owner != aTHX && guard->lock.InOwnerProcess())
+        return; /* another ithread's: never ours to touch */
+    if (guard_is_ours(aTHX_ guard))
+        guard_flush(aTHX_ guard);
+    guard->lock.Release();
 }
 
 /* Lets go of kept fh() handles whose file has no classic locks left. */
@@ -429,9 +418,9 @@ sweep_kept_handles(pTHX_ AV *kept)
         return;
     for (SSize_t i = AvFILLp(kept); i >= 0; --i) {
         AV *const entry = (AV *)SvRV(AvARRAY(kept)[i]);
-        const dev_t dev = (dev_t)SvUV(AvARRAY(entry)[0]);
-        const ino_t ino = (ino_t)SvUV(AvARRAY(entry)[1]);
-        if (locker::ClassicLocksHeld(dev, ino))
+        const locker::InodeKey inode{(dev_t)SvUV(AvARRAY(entry)[0]),
+                                     (ino_t)SvUV(AvARRAY(entry)[1])};
+        if (locker::ClassicLocksHeld(inode))
             continue;
         SV *const gone = AvARRAY(kept)[i];
         AvARRAY(kept)[i] = AvARRAY(kept)[AvFILLp(kept)];
@@ -441,13 +430,46 @@ sweep_kept_handles(pTHX_ AV *kept)
     }
 }
 
+/* Frees a guard's object: releases the lock as guard_release does. A
+ * handle made by fh() whose close would drop this process's classic locks
+ * on the file is kept until they are gone. */
+int
+guard_free(pTHX_ SV *sv, MAGIC *mg)
+{
+    std::unique_ptr<Guard> guard((Guard *)mg->mg_ptr);
+    if (!guard || guard->self != sv) {
+        (void)guard.release(); /* a copy's magic: owns nothing */
+        return 0;
+    }
+    mg->mg_ptr = NULL;
+    const locker::InodeKey inode = guard->lock.inode();
+    guard_release(aTHX_ guard.get());
+    SV *const handle = guard->handle;
+    const bool keep = handle && !guard->borrowed && locker::ClassicLocksHeld(inode);
+    guard.reset();
+    dMY_CXT;
+    AV *const kept = MY_CXT.kept_handles;
+    if (keep) {
+        AV *const entry = newAV();
+        av_push(entry, newSVuv((UV)inode.dev));
+        av_push(entry, newSVuv((UV)inode.ino));
+        av_push(entry, handle);
+        av_push(kept, newRV_noinc((SV *)entry));
+    }
+    else
+        SvREFCNT_dec(handle);
+    sweep_kept_handles(aTHX_ kept);
+    return 0;
+}
+
 /* Wraps a heap Guard in a new mortal File::Locker::Guard object. */
 SV *
 new_guard_object(pTHX_ std::unique_ptr<Guard> guard)
 {
     dMY_CXT;
     SV *const object = newSV_type(SVt_PVMG);
-    sv_setiv(object, PTR2IV(guard.release()));
+    guard->self = object;
+    (void)sv_magicext(object, NULL, PERL_MAGIC_ext, &guard_vtbl, (const char *)guard.release(), 0);
     SV *const rv = sv_2mortal(newRV_noinc(object));
     (void)sv_bless(rv, MY_CXT.guard_stash);
     return rv;
@@ -456,8 +478,9 @@ new_guard_object(pTHX_ std::unique_ptr<Guard> guard)
 /* A byte range for lock_range / range_conflict. */
 struct ByteRange {
     bool whole = true;
-    off_t start = 0;
-    off_t end = 0;
+    locker::Pos start = 0;
+    locker::Pos end = 0;
+    off_t length = 0; /* as given (0: to end of file) */
 };
 
 /* OFFSET and LENGTH: non-negative integers that fit in off_t; croaks. */
@@ -503,7 +526,8 @@ range_arguments(pTHX_ SV *offset, SV *length, const char *func)
     const off_t len = exact[1];
     if (!locker::RangeEnd(start, len, &range.end).ok())
         Perl_croak(aTHX_ "%s: OFFSET + LENGTH is too large for this platform's off_t", func);
-    range.start = start;
+    range.start = (locker::Pos)start;
+    range.length = len;
     return range;
 }
 
@@ -533,25 +557,27 @@ take_lock(pTHX_ SV *target, int mode, const ByteRange &range,
             /* Every C++ object with a destructor lives in this block and is
              * gone before Perl signal handlers run (they may die). */
             auto guard = std::make_unique<Guard>();
+            locker::Lock &lock = guard->lock;
             locker::Status status = locker::Status::Ok();
-            if (range.whole) {
-                status = by_handle
-                             ? guard->file.AcquireDescriptor(fd, mode, options.deadline)
-                             : guard->file.AcquirePath(path_argument(aTHX_ target, func), mode,
-                                                       options.path, options.deadline);
+            if (by_handle) {
+                status = range.whole
+                             ? lock.AcquireDescriptor(fd, mode, options.deadline)
+                             : lock.AcquireDescriptor(fd, mode, range.start, range.end,
+                                                      options.deadline);
             }
             else {
-                guard->range = std::make_unique<locker::RangeLock>();
-                status = by_handle
-                             ? guard->range->AcquireDescriptor(fd, mode, range.start, range.end,
-                                                               options.deadline)
-                             : guard->range->AcquirePath(path_argument(aTHX_ target, func), mode,
-                                                         range.start, range.end, options.path,
-                                                         options.deadline);
+                const std::string path = path_argument(aTHX_ target, func);
+                status = range.whole
+                             ? lock.AcquirePath(path, mode, options.path, options.deadline)
+                             : lock.AcquirePath(path, mode, range.start, range.end,
+                                                options.path, options.deadline);
             }
             if (status.ok()) {
                 guard->owner = aTHX;
                 guard->borrowed = by_handle;
+                guard->path_utf8 = !by_handle && SvUTF8(target);
+                guard->offset = (IV)range.start;
+                guard->length = (IV)range.length;
                 if (by_handle)
                     guard->handle = SvROK(target) ? newSVsv(target) : newRV_inc(target);
                 return new_guard_object(aTHX_ std::move(guard));
@@ -573,7 +599,7 @@ guard_for_change(pTHX_ SV *self, const char *method)
     guard_require_owner(aTHX_ guard, method);
     if (guard_released(guard))
         Perl_croak(aTHX_ "%s::%s: the guard was released", kGuardClass, method);
-    (void)guard_flush(aTHX_ guard);
+    guard_flush(aTHX_ guard);
     return guard;
 }
 
@@ -760,7 +786,7 @@ is_locked(self)
     SV *self
   PPCODE:
     const Guard *guard = guard_from(aTHX_ self, "is_locked");
-    const bool held = with_lock(guard, [](const auto &lock) { return lock.held(); });
+    const bool held = guard->lock.held();
     ST(0) = boolSV(held && guard_is_ours(aTHX_ guard));
     XSRETURN(1);
 
@@ -769,7 +795,7 @@ mode(self)
     SV *self
   PPCODE:
     const Guard *guard = guard_from(aTHX_ self, "mode");
-    XSRETURN_IV(with_lock(guard, [](const auto &lock) { return lock.mode(); }));
+    XSRETURN_IV(guard->lock.mode());
 
 void
 path(self)
@@ -778,9 +804,10 @@ path(self)
     const Guard *guard = guard_from(aTHX_ self, "path");
     if (guard->borrowed)
         XSRETURN_UNDEF;
-    const std::string &path =
-        with_lock(guard, [](const auto &lock) -> const std::string & { return lock.path(); });
+    const std::string &path = guard->lock.path();
     ST(0) = sv_2mortal(newSVpvn(path.data(), path.size()));
+    if (guard->path_utf8)
+        SvUTF8_on(ST(0));
     XSRETURN(1);
 
 void
@@ -790,12 +817,9 @@ offset(self)
     length = 1
   PPCODE:
     const Guard *guard = guard_from(aTHX_ self, ix ? "length" : "offset");
-    if (!guard->range)
+    if (guard->lock.whole())
         XSRETURN_UNDEF; /* whole-file lock */
-    const locker::RangeLock &range = *guard->range;
-    if (ix == 0)
-        XSRETURN_IV((IV)range.start());
-    XSRETURN_IV(range.end() == locker::kRangeEnd ? 0 : (IV)(range.end() - range.start()));
+    XSRETURN_IV(ix == 0 ? guard->offset : guard->length);
 
 void
 upgrade(self, ...)
@@ -823,7 +847,7 @@ upgrade(self, ...)
     }
     Guard *guard = guard_for_change(aTHX_ self, "upgrade");
     const locker::Status status = until_not_interrupted(aTHX_ [&] {
-        return with_lock(guard, [&](auto &lock) { return lock.Upgrade(deadline); });
+        return guard->lock.Upgrade(deadline);
     });
     if (!status.ok())
         errno = status.err();
@@ -836,7 +860,7 @@ downgrade(self)
   PPCODE:
     Guard *guard = guard_for_change(aTHX_ self, "downgrade");
     const locker::Status status = until_not_interrupted(aTHX_ [&] {
-        return with_lock(guard, [](auto &lock) { return lock.Downgrade(); });
+        return guard->lock.Downgrade();
     });
     if (!status.ok())
         errno = status.err();
@@ -870,39 +894,17 @@ _descriptor(self)
     if (guard_released(guard))
         XSRETURN_EMPTY;
     EXTEND(SP, 2);
-    mPUSHi(with_lock(guard, [](const auto &lock) { return lock.fd(); }));
-    PUSHs(boolSV(with_lock(guard, [](const auto &lock) { return lock.writable(); })));
+    mPUSHi(guard->lock.fd());
+    PUSHs(boolSV(guard->lock.writable()));
     XSRETURN(2);
 
 void
 DESTROY(self)
     SV *self
   PPCODE:
-    if (SvROK(self) && SvIOK(SvRV(self))) {
-        Guard *const guard = INT2PTR(Guard *, SvIVX(SvRV(self)));
-        if (guard) {
-            sv_setiv(SvRV(self), 0);
-            guard_release(aTHX_ guard);
-            SV *const handle = guard->handle;
-            const bool keep = handle && guard->range && !guard->borrowed &&
-                              locker::ClassicLocksHeld(guard->range->dev(), guard->range->ino());
-            dMY_CXT;
-            AV *const kept = MY_CXT.kept_handles;
-            if (keep) {
-                /* Closing fh()'s descriptor would drop this process's other
-                 * classic locks on the file: keep it until they are gone. */
-                AV *const entry = newAV();
-                av_push(entry, newSVuv((UV)guard->range->dev()));
-                av_push(entry, newSVuv((UV)guard->range->ino()));
-                av_push(entry, handle);
-                av_push(kept, newRV_noinc((SV *)entry));
-            }
-            {
-                std::unique_ptr<Guard> doomed(guard);
-            }
-            if (!keep)
-                SvREFCNT_dec(handle);
-            sweep_kept_handles(aTHX_ kept);
-        }
-    }
+    /* Releases at once; the magic's free hook would do it when the object
+     * is freed, which global destruction may never get to. */
+    if (guard_lookup(aTHX_ self))
+        (void)guard_free(aTHX_ SvRV(self),
+                         mg_findext(SvRV(self), PERL_MAGIC_ext, &guard_vtbl));
     XSRETURN_EMPTY;

@@ -30,6 +30,15 @@ package File::Locker::Guard;
 # took it, and the new thread's DESTROY can never release it.
 sub CLONE_SKIP { 1 }
 
+# A lock belongs to the guard that took it: no copy may exist. Storable asks
+# these hooks before it copies anything (freeze, nfreeze, dclone).
+sub STORABLE_freeze {
+    require Carp;
+    Carp::croak('File::Locker::Guard objects cannot be frozen or cloned: '
+          . 'a lock belongs to the guard that took it');
+}
+*STORABLE_attach = \&STORABLE_freeze;
+
 # The locked handle, for I/O under the lock. A guard on a PATH makes one on
 # first use: a duplicate of the locked descriptor, so it shares the lock.
 sub fh {

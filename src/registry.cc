@@ -1,0 +1,584 @@
+#include "registry.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <utility>
+
+#include "flock_lock.h"
+#include "process.h"
+#include "wait_timer.h"
+
+#ifndef KCMP_FILE
+#define KCMP_FILE 0
+#endif
+
+namespace locker {
+
+namespace {
+
+// FILE_LOCKER_NO_OFD follows Perl's truth: unset, "" and "0" are false,
+// anything else (even "0.0") asks for classic POSIX locks.
+bool DetectOfd() {
+#ifdef F_OFD_SETLK
+  const char* no_ofd = ::getenv("FILE_LOCKER_NO_OFD");
+  return no_ofd == nullptr || *no_ofd == '\0' || ::strcmp(no_ofd, "0") == 0;
+#else
+  return false;
+#endif
+}
+
+short KernelType(RangeMode mode) {
+  switch (mode) {
+    case RangeMode::kExclusive: return F_WRLCK;
+    case RangeMode::kShared: return F_RDLCK;
+    default: return F_UNLCK;
+  }
+}
+
+// [start, end) as a struct flock. kRangeEnd (2**63) is the kernel's "to
+// the end" (l_len 0), which covers up to and including OFFSET_MAX.
+struct flock MakeFlock(short type, Pos start, Pos end) {
+  struct flock fl {};
+  fl.l_type = type;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = static_cast<off_t>(start);
+  fl.l_len = end == kRangeEnd ? 0 : static_cast<off_t>(end - start);
+  return fl;
+}
+
+// One fcntl lock request: Ok, or the errno with every "busy" as
+// EWOULDBLOCK.
+Status KernelSet(bool ofd, int fd, RangeMode mode, Pos start, Pos end, bool wait) {
+  struct flock fl = MakeFlock(KernelType(mode), start, end);
+#ifdef F_OFD_SETLK
+  const int cmd = ofd ? (wait ? F_OFD_SETLKW : F_OFD_SETLK) : (wait ? F_SETLKW : F_SETLK);
+#else
+  (void)ofd;
+  const int cmd = wait ? F_SETLKW : F_SETLK;
+#endif
+  if (::fcntl(fd, cmd, &fl) == 0) return Status::Ok();
+  return Status::Error(errno == EAGAIN || errno == EACCES ? EWOULDBLOCK : errno);
+}
+
+struct Run {
+  Pos start;
+  Pos end;
+  RangeMode mode;
+};
+
+// Appends [from, to) in mode, merging with an adjacent run of equal mode.
+void AddRun(std::vector<Run>* runs, Pos from, Pos to, RangeMode mode) {
+  if (!runs->empty() && runs->back().end == from && runs->back().mode == mode) {
+    runs->back().end = to;
+  } else {
+    runs->push_back({from, to, mode});
+  }
+}
+
+Status InodeOf(int fd, InodeKey* key) {
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return Status::Error(errno);
+  *key = {st.st_dev, st.st_ino};
+  return Status::Ok();
+}
+
+bool Writable(int fd) {
+  const int flags = ::fcntl(fd, F_GETFL);
+  return flags >= 0 && (flags & O_ACCMODE) != O_RDONLY;
+}
+
+// kcmp(2) answers for the calling process only; -1 when it cannot answer
+// (kernels built without it, seccomp filters).
+int SameFile(int a, int b) {
+  const pid_t pid = ::getpid();
+  const long rc = ::syscall(SYS_kcmp, pid, pid, KCMP_FILE, a, b);
+  return rc < 0 ? -1 : rc == 0;
+}
+
+// Without kcmp: whether candidate shares desc's OFD, told by the kernel's
+// own lock records. An OFD does not see its own range locks (F_OFD_GETLK
+// through it reports no conflict where only it holds), and
+// /proc/self/fdinfo lists the flock(2) lock of exactly that OFD. A
+// description that holds nothing needs no match: nothing can compose.
+bool SameDescriptionByLocks(bool ofd, int candidate, const Description& desc) {
+  if (ofd && !desc.ranges.empty()) {
+    Pos first = 0;
+    bool found = false;
+    desc.ranges.Walk(0, kRangeEnd, [&](Pos a, Pos, const Holds& h) {
+      if (!found && h.mode() != RangeMode::kNone) {
+        first = a;
+        found = true;
+      }
+    });
+    struct flock fl = MakeFlock(F_WRLCK, first, first + 1);
+#ifdef F_OFD_GETLK
+    if (::fcntl(candidate, F_OFD_GETLK, &fl) == 0) return fl.l_type == F_UNLCK;
+#endif
+    return false;
+  }
+  if (desc.whole.mode() == RangeMode::kNone) return false;
+  char name[64];
+  ::snprintf(name, sizeof name, "/proc/self/fdinfo/%d", candidate);
+  UniqueFd info(::open(name, O_RDONLY | O_CLOEXEC));
+  if (!info.valid()) return false;
+  char buf[4096];
+  const ssize_t n = ::read(info.get(), buf, sizeof buf - 1);
+  if (n <= 0) return false;
+  buf[n] = '\0';
+  return ::strstr(buf, "FLOCK") != nullptr;
+}
+
+}  // namespace
+
+Registry& Registry::Get() {
+  // Never destroyed: locks may be released during global destruction.
+  static Registry* const registry = new Registry();
+  return *registry;
+}
+
+Registry::Registry() : ofd_(DetectOfd()) {
+  ::pthread_atfork(PrepareFork, ParentAfterFork, ChildAfterFork);
+}
+
+// A forked child must not inherit a mutex another thread held at the fork.
+void Registry::PrepareFork() { Get().mutex_.lock(); }
+void Registry::ParentAfterFork() { Get().mutex_.unlock(); }
+
+// The child holds none of the parent's locks: every Description becomes
+// inherited (nothing held, never matched again; the child's copies of the
+// locks only let go of it), and the idle descriptors close, which is safe
+// because the child holds no classic locks yet.
+void Registry::ChildAfterFork() {
+  Registry& self = Get();
+  self.mutex_.unlock();
+  for (auto& [key, desc] : self.descriptions_) {
+    desc->inherited = true;
+    desc->ranges = RangeTable();
+    desc->pending = RangeTable();
+    desc->whole = Holds();
+    desc->whole_lost = false;
+  }
+  self.inodes_.clear();
+}
+
+Description* Registry::NewDescription(UniqueFd fd, const InodeKey& inode,
+                                      bool writable) {
+  auto desc = std::make_unique<Description>();
+  desc->inode = inode;
+  desc->fd = std::move(fd);
+  desc->writable = writable;
+  desc->refs = 1;
+  Description* const raw = desc.get();
+  descriptions_.emplace(raw, std::move(desc));
+  inodes_[inode].descriptions.push_back(raw);
+  return raw;
+}
+
+// Requires mutex_. The live Description of fd's OFD, or nullptr.
+Description* Registry::Match(int fd, const InodeKey& inode) const {
+  auto it = inodes_.find(inode);
+  if (it == inodes_.end()) return nullptr;
+  for (Description* desc : it->second.descriptions) {
+    int same = SameFile(fd, desc->fd.get());
+    if (same < 0) same = SameDescriptionByLocks(ofd_, fd, *desc);
+    if (same == 1) return desc;
+  }
+  return nullptr;
+}
+
+Status Registry::Adopt(int fd, Description** out) {
+  InodeKey inode;
+  const Status status = InodeOf(fd, &inode);
+  if (!status.ok()) return status;
+  std::lock_guard<std::mutex> hold(mutex_);
+  if (Description* desc = Match(fd, inode)) {
+    ++desc->refs;
+    *out = desc;
+    return status;
+  }
+  UniqueFd dup(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
+  if (!dup.valid()) return Status::Error(errno);
+  *out = NewDescription(std::move(dup), inode, Writable(fd));
+  return status;
+}
+
+Status Registry::Open(const std::string& path, const PathOptions& options,
+                      bool need_write, Description** out) {
+  if (!ofd_) {
+    // Reuse a descriptor kept idle for the inode PATH names, so repeated
+    // calls cannot pile up descriptors that may not be closed.
+    struct stat st;
+    const int rc = options.follow_symlinks ? ::stat(path.c_str(), &st)
+                                           : ::lstat(path.c_str(), &st);
+    if (rc == 0) {
+      std::lock_guard<std::mutex> hold(mutex_);
+      const InodeKey inode{st.st_dev, st.st_ino};
+      auto it = inodes_.find(inode);
+      if (it != inodes_.end()) {
+        auto& idle = it->second.idle;
+        for (auto i = idle.begin(); i != idle.end(); ++i) {
+          if (i->reusable && (i->writable || !need_write)) {
+            UniqueFd fd = std::move(i->fd);
+            const bool writable = i->writable;
+            idle.erase(i);
+            *out = NewDescription(std::move(fd), inode, writable);
+            return Status::Ok();
+          }
+        }
+      }
+    }
+  }
+  UniqueFd fd;
+  bool writable = false;
+  Status status = OpenLockFile(path, options, &fd, &writable);
+  if (!status.ok()) return status;
+  InodeKey inode;
+  status = InodeOf(fd.get(), &inode);
+  std::lock_guard<std::mutex> hold(mutex_);
+  if (!status.ok()) {
+    Close(std::move(fd), inode, writable, true);
+    return status;
+  }
+  *out = NewDescription(std::move(fd), inode, writable);
+  return status;
+}
+
+// Requires mutex_. Closes fd, or keeps it idle while this process holds
+// classic locks on the inode (closing any descriptor of it would drop them).
+void Registry::Close(UniqueFd fd, const InodeKey& inode, bool writable, bool reusable) {
+  if (ofd_ || !fd.valid()) return;  // fd closes here
+  auto it = inodes_.find(inode);
+  if (it == inodes_.end() || it->second.all.empty()) return;
+  it->second.idle.push_back({std::move(fd), writable, reusable});
+}
+
+// Requires mutex_. Forgets the inode once nothing refers to it.
+void Registry::DropIfUnused(const InodeKey& key) {
+  auto it = inodes_.find(key);
+  if (it == inodes_.end()) return;
+  Inode& inode = it->second;
+  if (inode.all.empty()) inode.idle.clear();  // nothing left to drop
+  if (inode.descriptions.empty() && inode.all.empty() && inode.pending.empty() &&
+      inode.idle.empty()) {
+    inodes_.erase(it);
+  }
+}
+
+void Registry::Unref(Description* desc) {
+  std::lock_guard<std::mutex> hold(mutex_);
+  if (--desc->refs > 0) return;
+  auto owned = descriptions_.find(desc);
+  std::unique_ptr<Description> doomed = std::move(owned->second);
+  descriptions_.erase(owned);
+  if (desc->inherited) {
+    // A copy from the parent: this process (the child) may hold classic
+    // locks of its own on the inode, which its close would drop. The
+    // descriptor shares the parent's OFD, so it is never reused.
+    if (!ofd_) {
+      auto it = inodes_.find(desc->inode);
+      if (it != inodes_.end() && !it->second.all.empty()) {
+        it->second.idle.push_back({std::move(desc->fd), desc->writable, false});
+      }
+    }
+    return;
+  }
+  auto it = inodes_.find(desc->inode);
+  if (it != inodes_.end()) {
+    it->second.descriptions.remove(desc);
+    Close(std::move(desc->fd), desc->inode, desc->writable, true);
+    DropIfUnused(desc->inode);
+  }
+}
+
+RangeTable& Registry::KernelTable(Description* desc) {
+  return ofd_ ? desc->ranges : inodes_[desc->inode].all;
+}
+
+RangeTable& Registry::PendingTable(Description* desc) {
+  return ofd_ ? desc->pending : inodes_[desc->inode].pending;
+}
+
+// Requires mutex_.
+void Registry::Record(Description* desc, RangeMode mode, Pos start, Pos end, int delta) {
+  desc->ranges.Add(start, end, mode, delta);
+  if (!ofd_) inodes_[desc->inode].all.Add(start, end, mode, delta);
+}
+
+// Requires mutex_. Whether an owner in this process other than `except`
+// (a Description of the inode; nullptr: every owner counts) holds bytes of
+// [start, end) in a mode that conflicts with mode (classic backend only).
+bool Registry::ConflictsInProcess(const InodeKey& inode, const Description* except,
+                                  RangeMode mode, Pos start, Pos end,
+                                  Conflict* out) const {
+  auto it = inodes_.find(inode);
+  if (it == inodes_.end()) return false;
+  bool found = false;
+  for (const Description* other : it->second.descriptions) {
+    if (other == except || found) continue;
+    other->ranges.Walk(start, end, [&](Pos a, Pos b, const Holds& theirs) {
+      if (found) return;
+      if (theirs.exclusive > 0 || (mode == RangeMode::kExclusive && theirs.shared > 0)) {
+        found = true;
+        out->found = true;
+        out->mode = theirs.exclusive > 0 ? LOCK_EX : LOCK_SH;
+        out->start = a;
+        out->length = b == kRangeEnd ? 0 : b - a;
+        out->pid = CurrentPid();
+      }
+    });
+  }
+  return found;
+}
+
+// Requires mutex_. Sets the kernel to the strongest mode the holds want on
+// each piece of [start, end), without waiting.
+void Registry::SyncKernel(Description* desc, Pos start, Pos end) {
+  std::vector<Run> runs;
+  KernelTable(desc).Walk(start, end, [&](Pos a, Pos b, const Holds& holds) {
+    AddRun(&runs, a, b, holds.mode());
+  });
+  for (const Run& run : runs) {
+    (void)KernelSet(ofd_, desc->fd.get(), run.mode, run.start, run.end, false);
+  }
+}
+
+// An in-process conflict (classic backend) is waited for in slices, so the
+// caller can run signal handlers in between (EINTR, then call again).
+constexpr auto kInProcessSlice = std::chrono::milliseconds(100);
+
+Status Registry::TakeRange(Description* desc, RangeMode mode, Pos start, Pos end,
+                           const Deadline& deadline) {
+  std::vector<Run> runs;
+  unsigned long gives_before;
+  {
+    std::unique_lock<std::mutex> hold(mutex_);
+    if (!ofd_) {
+      Conflict conflict;
+      if (ConflictsInProcess(desc->inode, desc, mode, start, end, &conflict)) {
+        if (deadline.is_immediate()) return Status::Error(EWOULDBLOCK);
+        // Only another thread can end this wait: with no deadline that
+        // would be a self-deadlock, which classic locks report as EDEADLK.
+        if (deadline.is_never()) return Status::Error(EDEADLK);
+        if (deadline.Expired()) return Status::Error(ETIMEDOUT);
+        released_.wait_for(hold, kInProcessSlice);
+        if (ConflictsInProcess(desc->inode, desc, mode, start, end, &conflict)) {
+          return Status::Error(deadline.Expired() ? ETIMEDOUT : EINTR);
+        }
+      }
+    }
+    // Every byte goes to the kernel, in the strongest mode wanted there:
+    // the record never stands in for the kernel's answer. Requests still
+    // in flight (pending) do not count as granted.
+    const RangeTable& table = KernelTable(desc);
+    const RangeTable& pending = PendingTable(desc);
+    table.Walk(start, end, [&](Pos a, Pos b, const Holds& holds) {
+      pending.Walk(a, b, [&](Pos c, Pos d, const Holds& flying) {
+        const Holds granted{holds.shared - flying.shared,
+                            holds.exclusive - flying.exclusive};
+        AddRun(&runs, c, d, std::max(granted.mode(), mode));
+      });
+    });
+    Record(desc, mode, start, end, +1);
+    PendingTable(desc).Add(start, end, mode, +1);
+    gives_before = gives_;
+  }
+  Status status = Status::Ok();
+  for (const Run& run : runs) {
+    status = LockBefore(deadline, [&](bool blocking) {
+      return KernelSet(ofd_, desc->fd.get(), run.mode, run.start, run.end, blocking).err();
+    });
+    if (!status.ok()) break;
+  }
+  std::lock_guard<std::mutex> hold(mutex_);
+  PendingTable(desc).Add(start, end, mode, -1);
+  if (!status.ok()) {
+    Record(desc, mode, start, end, -1);
+    SyncKernel(desc, start, end);
+    if (!ofd_) released_.notify_all();
+  } else if (gives_ != gives_before) {
+    // A hold given back meanwhile may have lowered bytes this request
+    // asked for again in a stronger mode: settle on what is wanted now.
+    SyncKernel(desc, start, end);
+  }
+  return status;
+}
+
+void Registry::GiveRange(Description* desc, RangeMode mode, Pos start, Pos end) {
+  std::lock_guard<std::mutex> hold(mutex_);
+  Record(desc, mode, start, end, -1);
+  ++gives_;
+  std::vector<Run> runs;
+  KernelTable(desc).Walk(start, end, [&](Pos a, Pos b, const Holds& after) {
+    Holds before = after;
+    before.Add(mode, +1);
+    if (after.mode() != before.mode()) AddRun(&runs, a, b, after.mode());
+  });
+  for (const Run& run : runs) {
+    (void)KernelSet(ofd_, desc->fd.get(), run.mode, run.start, run.end, false);
+  }
+  if (!ofd_) {
+    DropIfUnused(desc->inode);
+    released_.notify_all();
+  }
+}
+
+namespace {
+
+int FlockOperation(RangeMode mode) {
+  switch (mode) {
+    case RangeMode::kExclusive: return LOCK_EX;
+    case RangeMode::kShared: return LOCK_SH;
+    default: return LOCK_UN;
+  }
+}
+
+}  // namespace
+
+Status Registry::TakeWhole(Description* desc, RangeMode mode, const Deadline& deadline) {
+  RangeMode want;
+  {
+    std::lock_guard<std::mutex> hold(mutex_);
+    want = std::max(desc->whole.mode(), mode);
+    desc->whole.Add(mode, +1);
+  }
+  // Always asked: flock(2) answers at once when the OFD holds that mode.
+  const Status status = Flock(desc->fd.get(), FlockOperation(want), deadline);
+  std::lock_guard<std::mutex> hold(mutex_);
+  if (status.ok()) {
+    desc->whole_lost = false;
+    return status;
+  }
+  desc->whole.Add(mode, -1);
+  // A failed conversion may have dropped what the OFD held: take it back
+  // without waiting, or say it is lost. After EINTR the caller runs signal
+  // handlers and asks again (or a handler dies): until then it is lost.
+  const RangeMode rest = desc->whole.mode();
+  desc->whole_lost = rest != RangeMode::kNone &&
+                     (status.err() == EINTR ||
+                      ::flock(desc->fd.get(), FlockOperation(rest) | LOCK_NB) != 0);
+  return status;
+}
+
+void Registry::GiveWhole(Description* desc, RangeMode mode) {
+  std::lock_guard<std::mutex> hold(mutex_);
+  const RangeMode before = desc->whole.mode();
+  desc->whole.Add(mode, -1);
+  const RangeMode after = desc->whole.mode();
+  if (after == RangeMode::kNone) {
+    // Explicitly: a forked child may share the OFD, so closing our
+    // descriptor alone would not end the lock.
+    ::flock(desc->fd.get(), LOCK_UN);
+    desc->whole_lost = false;
+  } else if (after != before || desc->whole_lost) {
+    desc->whole_lost = ::flock(desc->fd.get(), FlockOperation(after) | LOCK_NB) != 0;
+  }
+}
+
+bool Registry::WholeLost(const Description* desc) {
+  std::lock_guard<std::mutex> hold(mutex_);
+  return desc->whole_lost;
+}
+
+bool Registry::OnlyUser(const Description* desc) {
+  std::lock_guard<std::mutex> hold(mutex_);
+  auto it = inodes_.find(desc->inode);
+  return desc->refs == 1 &&
+         (it == inodes_.end() || it->second.descriptions.size() == 1);
+}
+
+// Requires mutex_ when fd belongs to the registry. The kernel's answer
+// through fd (whose own OFD's locks, or this process's classic ones, it
+// does not report).
+Status Registry::KernelConflict(int fd, RangeMode mode, Pos start, Pos end,
+                                Conflict* out) const {
+  struct flock fl = MakeFlock(KernelType(mode), start, end);
+#ifdef F_OFD_GETLK
+  const int cmd = ofd_ ? F_OFD_GETLK : F_GETLK;
+#else
+  const int cmd = F_GETLK;
+#endif
+  if (::fcntl(fd, cmd, &fl) != 0) return Status::Error(errno);
+  if (fl.l_type == F_UNLCK) return Status::Ok();
+  out->found = true;
+  out->mode = fl.l_type == F_WRLCK ? LOCK_EX : LOCK_SH;
+  out->start = static_cast<Pos>(fl.l_start);
+  out->length = static_cast<Pos>(fl.l_len);
+  out->pid = fl.l_pid > 0 ? fl.l_pid : -1;
+  return Status::Ok();
+}
+
+Status Registry::FindConflict(int fd, RangeMode mode, Pos start, Pos end, Conflict* out,
+                              const Description* except) {
+  *out = Conflict();
+  if (!ofd_) {
+    InodeKey inode;
+    const Status status = InodeOf(fd, &inode);
+    if (!status.ok()) return status;
+    std::lock_guard<std::mutex> hold(mutex_);
+    // The OFD asked through is an owner too: its own holds never conflict.
+    if (except == nullptr) except = Match(fd, inode);
+    if (ConflictsInProcess(inode, except, mode, start, end, out)) return status;
+  }
+  return KernelConflict(fd, mode, start, end, out);
+}
+
+Status Registry::FindConflictAt(const std::string& path, RangeMode mode, Pos start,
+                                Pos end, Conflict* out) {
+  *out = Conflict();
+  if (!ofd_) {
+    // Ask through a descriptor the registry already has for the inode, so
+    // no new one must be kept open afterwards.
+    struct stat st;
+    if (::stat(path.c_str(), &st) == 0) {
+      const InodeKey inode{st.st_dev, st.st_ino};
+      std::lock_guard<std::mutex> hold(mutex_);
+      auto it = inodes_.find(inode);
+      if (it != inodes_.end()) {
+        int fd = -1;
+        if (!it->second.descriptions.empty()) {
+          fd = it->second.descriptions.front()->fd.get();
+        } else if (!it->second.idle.empty()) {
+          fd = it->second.idle.front().fd.get();
+        }
+        if (fd >= 0) {
+          if (ConflictsInProcess(inode, nullptr, mode, start, end, out)) return Status::Ok();
+          return KernelConflict(fd, mode, start, end, out);
+        }
+      }
+    }
+  }
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
+  if (!fd.valid()) return Status::Error(errno);
+  const Status status = FindConflict(fd.get(), mode, start, end, out);
+  InodeKey inode;
+  if (!ofd_ && InodeOf(fd.get(), &inode).ok()) {
+    std::lock_guard<std::mutex> hold(mutex_);
+    Close(std::move(fd), inode, false, true);
+  }
+  return status;
+}
+
+bool Registry::ClassicLocksHeld(const InodeKey& inode) {
+  if (ofd_) return false;
+  std::lock_guard<std::mutex> hold(mutex_);
+  auto it = inodes_.find(inode);
+  return it != inodes_.end() && !it->second.all.empty();
+}
+
+size_t Registry::IdleDescriptors(const InodeKey& inode) {
+  std::lock_guard<std::mutex> hold(mutex_);
+  auto it = inodes_.find(inode);
+  return it == inodes_.end() ? 0 : it->second.idle.size();
+}
+
+}  // namespace locker

@@ -1,0 +1,194 @@
+// The process's record of the open file descriptions it locks through.
+//
+// A lock belongs to an open file description (OFD), never to a descriptor
+// number. The Registry keeps one Description per OFD that live locks use,
+// each with its own close-on-exec descriptor (so closing or reopening a
+// caller's handle cannot drop a lock) and the holds of every live lock on
+// it, so that locks on one OFD compose: on each byte, and for the whole file,
+// the kernel is asked for the strongest mode a live lock there still wants.
+//
+// The kernel is the only authority. Every request goes to the kernel, even
+// when the record says another lock on the same OFD already covers it, and a
+// caller's descriptor is matched to a Description by asking the kernel
+// whether both name one OFD (kcmp(2) KCMP_FILE), never by its number. After
+// fork() the child's copies of all Descriptions are marked inherited: they
+// hold nothing for the child and are never matched again; the child's
+// copies of the locks can only let go of their descriptors.
+//
+// Backends: whole-file locks use flock(2). Range locks use OFD locks where
+// the kernel has them; otherwise (or with FILE_LOCKER_NO_OFD set to a true
+// value) classic POSIX locks, which belong to the process and are dropped by
+// the close of any descriptor of the file. For those the Registry also
+// keeps, per inode, the union of the process's holds (so one owner's
+// request sees another's as a conflict) and the descriptors it must not
+// close while the process holds classic locks there; those idle descriptors
+// are reused before anything new is opened, so their number is bounded by
+// the most locks ever alive at once on the inode, never by the number of
+// calls.
+//
+// Thread-safe: every member function takes the registry's mutex itself
+// (callers never hold it); the mutex is never held while a call waits for
+// the kernel.
+#ifndef FILE_LOCKER_SRC_REGISTRY_H_
+#define FILE_LOCKER_SRC_REGISTRY_H_
+
+#include <sys/types.h>
+
+#include <condition_variable>
+#include <list>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "deadline.h"
+#include "lock_path.h"
+#include "range_table.h"
+#include "status.h"
+#include "unique_fd.h"
+
+namespace locker {
+
+struct InodeKey {
+  dev_t dev = 0;
+  ino_t ino = 0;
+  bool operator<(const InodeKey& o) const {
+    return dev != o.dev ? dev < o.dev : ino < o.ino;
+  }
+  bool operator==(const InodeKey& o) const { return dev == o.dev && ino == o.ino; }
+};
+
+// One open file description and the holds of the live locks on it. Only
+// the Registry changes it, under its mutex.
+struct Description {
+  InodeKey inode;
+  UniqueFd fd;             // the registry's own descriptor (close-on-exec)
+  bool writable = false;   // open for writing (needed for exclusive ranges)
+  bool inherited = false;  // copied by fork(): holds nothing here
+  bool whole_lost = false;  // flock(2) dropped the whole-file lock (see TakeWhole)
+  int refs = 0;            // Locks pointing here
+  RangeTable ranges;       // range holds, including requests at the kernel
+  RangeTable pending;      // just the requests still at the kernel
+  Holds whole;             // whole-file holds
+};
+
+class Registry final {
+ public:
+  // The process's registry.
+  static Registry& Get();
+
+  // True when range locks are OFD locks in this process.
+  bool ofd() const { return ofd_; }
+
+  // The Description of the OFD behind a caller's descriptor, with one more
+  // reference: an existing one when a live lock already uses that OFD,
+  // else a new one holding a close-on-exec duplicate of fd. EBADF for a
+  // descriptor that is not open.
+  Status Adopt(int fd, Description** out);
+
+  // Opens PATH for locking (OpenLockFile's rules) as a new OFD with one
+  // reference. With classic locks, an idle descriptor of the inode PATH
+  // names is reused first. need_write asks for a descriptor open for
+  // writing where one may be reused.
+  Status Open(const std::string& path, const PathOptions& options,
+              bool need_write, Description** out);
+
+  // Drops one reference; the last closes the descriptor -- or keeps it idle
+  // when closing it would drop this process's classic locks on the inode.
+  // Never touches the kernel's locks otherwise.
+  void Unref(Description* desc);
+
+  // Takes one hold of mode on [start, end) through desc, waiting up to
+  // deadline: the kernel is asked for every byte of the range in the
+  // strongest mode desc's live locks want there. Classic backend: another
+  // owner of this process holding a conflicting mode is a conflict
+  // (EWOULDBLOCK, ETIMEDOUT; EDEADLK when the wait has no bound). Errors as
+  // locker::Flock, plus EBADF (exclusive through a read-only descriptor).
+  Status TakeRange(Description* desc, RangeMode mode, Pos start, Pos end,
+                   const Deadline& deadline);
+  // Gives back one hold: the kernel drops the bytes nobody else on desc
+  // (classic: in the process) wants and downgrades those only shared holds
+  // still want. Never blocks.
+  void GiveRange(Description* desc, RangeMode mode, Pos start, Pos end);
+
+  // The same for whole-file (flock(2)) holds. flock(2) conversions are not
+  // atomic: a wait for exclusive may drop the shared lock desc held; if it
+  // cannot be taken back at once after a failed wait, desc->whole_lost is
+  // set until a later request succeeds.
+  Status TakeWhole(Description* desc, RangeMode mode, const Deadline& deadline);
+  void GiveWhole(Description* desc, RangeMode mode);
+
+  // Whether desc's whole-file hold has been lost (see TakeWhole).
+  bool WholeLost(const Description* desc);
+
+  // Whether this process's holds on desc are its only ones on the inode.
+  bool OnlyUser(const Description* desc);
+
+  // What would conflict with mode on [start, end) through fd right now,
+  // with other processes or (classic) other owners here. Never blocks.
+  struct Conflict {
+    bool found = false;
+    int mode = 0;      // LOCK_SH or LOCK_EX
+    Pos start = 0;
+    Pos length = 0;    // 0: to end of file
+    pid_t pid = -1;    // -1 where the kernel does not say (OFD holders)
+  };
+  // `except`: a Description whose holds do not count (classic backend).
+  Status FindConflict(int fd, RangeMode mode, Pos start, Pos end, Conflict* out,
+                      const Description* except = nullptr);
+  // The same through PATH, opened without following a final symlink
+  // unless follow; the descriptor is closed or kept as Unref would.
+  Status FindConflictAt(const std::string& path, RangeMode mode, Pos start,
+                        Pos end, Conflict* out);
+
+  // Whether this process holds classic locks on the inode (false with OFD
+  // locks).
+  bool ClassicLocksHeld(const InodeKey& inode);
+
+  // Open descriptors kept idle for the inode (for tests).
+  size_t IdleDescriptors(const InodeKey& inode);
+
+ private:
+  struct Inode {
+    RangeTable all;      // classic: the union of every owner's holds
+    RangeTable pending;  // classic: requests still at the kernel
+    struct Idle {
+      UniqueFd fd;
+      bool writable;
+      bool reusable;  // false for descriptors inherited through fork
+    };
+    std::vector<Idle> idle;
+    std::list<Description*> descriptions;  // live, not inherited
+  };
+
+  Registry();
+  static void PrepareFork();
+  static void ParentAfterFork();
+  static void ChildAfterFork();
+
+  Description* Match(int fd, const InodeKey& inode) const;
+  Description* NewDescription(UniqueFd fd, const InodeKey& inode, bool writable);
+  void Close(UniqueFd fd, const InodeKey& inode, bool writable, bool reusable);
+  bool ConflictsInProcess(const InodeKey& inode, const Description* except,
+                          RangeMode mode, Pos start, Pos end, Conflict* out) const;
+  Status KernelConflict(int fd, RangeMode mode, Pos start, Pos end,
+                        Conflict* out) const;
+  void SyncKernel(Description* desc, Pos start, Pos end);
+  RangeTable& KernelTable(Description* desc);
+  RangeTable& PendingTable(Description* desc);
+  void Record(Description* desc, RangeMode mode, Pos start, Pos end, int delta);
+  void DropIfUnused(const InodeKey& key);
+
+  const bool ofd_;
+  std::mutex mutex_;
+  std::condition_variable released_;  // classic: in-process waiters
+  std::map<InodeKey, Inode> inodes_;
+  // Every Description with references, inherited ones included.
+  std::map<const Description*, std::unique_ptr<Description>> descriptions_;
+  unsigned long gives_ = 0;  // range holds given back, ever
+};
+
+}  // namespace locker
+
+#endif  // FILE_LOCKER_SRC_REGISTRY_H_
