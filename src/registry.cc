@@ -92,11 +92,6 @@ Status InodeOf(int fd, InodeKey* key) {
   return Status::Ok();
 }
 
-bool Writable(int fd) {
-  const int flags = ::fcntl(fd, F_GETFL);
-  return flags >= 0 && (flags & O_ACCMODE) != O_RDONLY;
-}
-
 // kcmp(2) answers for the calling process only; -1 when it cannot answer
 // (kernels built without it, seccomp filters).
 int SameFile(int a, int b) {
@@ -208,7 +203,8 @@ Status Registry::Adopt(int fd, Description** out) {
   }
   UniqueFd dup(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
   if (!dup.valid()) return Status::Error(errno);
-  *out = NewDescription(std::move(dup), inode, Writable(fd));
+  *out = NewDescription(std::move(dup), inode, false);
+  (*out)->adopted = true;
   return status;
 }
 
@@ -295,7 +291,9 @@ void Registry::Unref(Description* desc) {
   auto it = inodes_.find(desc->inode);
   if (it != inodes_.end()) {
     it->second.descriptions.remove(desc);
-    Close(std::move(desc->fd), desc->inode, desc->writable, true);
+    // A duplicate of a caller's descriptor shares the caller's OFD: kept
+    // idle, it must never be handed out again as a fresh one.
+    Close(std::move(desc->fd), desc->inode, desc->writable, !desc->adopted);
     DropIfUnused(desc->inode);
   }
 }

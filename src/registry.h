@@ -64,7 +64,8 @@ struct InodeKey {
 struct Description {
   InodeKey inode;
   UniqueFd fd;             // the registry's own descriptor (close-on-exec)
-  bool writable = false;   // open for writing (needed for exclusive ranges)
+  bool writable = false;   // opened for writing (known for opened paths only)
+  bool adopted = false;    // a duplicate of a caller's descriptor
   bool inherited = false;  // copied by fork(): holds nothing here
   bool whole_lost = false;  // flock(2) dropped the whole-file lock (see TakeWhole)
   int refs = 0;            // Locks pointing here

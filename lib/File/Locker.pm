@@ -282,8 +282,10 @@ Locks bytes [OFFSET, OFFSET + LENGTH) and returns a L</GUARDS> object
 (C<offset> and C<length> tell the range), or undef with C<$!> set as for
 C<lock_file>. LENGTH 0 means from OFFSET to the end of the file and beyond,
 as in fcntl(2); locks past the end of the file are allowed. OFFSET and
-LENGTH must be non-negative integers whose sum fits in the platform's
-C<off_t>; anything else croaks. MODE, C<timeout>, the PATH options and the
+LENGTH must be non-negative integers, and the range must end at or before
+the last byte a lock can cover (2**63-1 with a 64-bit C<off_t>): a range
+that starts at 2**63-1, or ends there, is locked in the kernel like any
+other. Anything else croaks. MODE, C<timeout>, the PATH options and the
 behaviour under signals are those of C<lock_file>.
 
 These are open-file-description locks (C<F_OFD_SETLK>, C<F_OFD_SETLKW>)
@@ -314,16 +316,15 @@ C<LOCK_EX> needs a handle open for writing (C<EBADF> otherwise).
 
 =back
 
-Several guards on one handle compose: each byte stays locked in the
-strongest mode that any live guard covering it wants. Releasing or
-downgrading one guard gives back only what no other guard needs -- exclusive
-bytes another guard holds shared are downgraded, not dropped. An internal
-table of hold counts per byte range makes this cost O(log n) in the number of
-ranges held, not a scan of them. Guards on different handles do not compose;
-they conflict. Composition is kept per descriptor: two descriptors that
-share one open file description (made with C<dup>, or C<< open '>&' >>)
-share the kernel's locks but not File::Locker's bookkeeping, so take the
-guards of one description through one handle.
+Guards on one open file description compose, whichever of its descriptors
+they were taken through (the same handle, C<< open(my $d, '>&', $fh) >>, a
+C<dup>ed descriptor number): each byte stays locked in the strongest mode
+that any live guard covering it wants. Releasing or downgrading one guard
+gives back only what no other guard needs -- exclusive bytes another guard
+holds shared are downgraded, not dropped. An internal table of hold counts
+per byte range makes this cost O(log n) in the number of ranges held, not a
+scan of them. Guards on different open file descriptions do not compose;
+they conflict. See L</OWNERSHIP>.
 
 An upgrade first tries to convert atomically. If that would wait, it gives up
 the bytes only this guard holds shared and then waits for the exclusive
@@ -340,11 +341,15 @@ classic POSIX locks are used instead, with a process-wide table per device
 and inode that keeps the same behaviour for locks taken through File::Locker:
 conflicts between handles of one process are detected in the table
 (C<EWOULDBLOCK>; a blocking wait that only this single thread could end
-fails with C<EDEADLK>, one with a timeout waits for another thread), and a
-descriptor File::Locker opened is kept open while other guards still hold
-locks on the same file, since closing it would drop them. A descriptor that
-I<your> code closes still drops the process's classic locks on that file:
-the kernel gives no way around that.
+fails with C<EDEADLK>, one with a timeout waits for another thread). No
+File::Locker call closes a descriptor while the process holds classic locks
+on that file, since closing it would drop them: such descriptors are kept
+idle and reused by later calls on the same file, so there are never more of
+them than guards alive at once on it. A descriptor that I<your> code closes
+still drops the process's classic locks on that file -- your own handle
+given to C<lock_range> included -- the kernel gives no way around that.
+C<FILE_LOCKER_NO_OFD> is read with Perl's idea of truth: unset, empty and
+C<0> are false, anything else (C<0.0> too) is true.
 
 =head2 range_conflict(PATH | FH, MODE, OFFSET, LENGTH)
 
@@ -393,7 +398,10 @@ time you read it, and Linux only.
 =head1 GUARDS
 
 A C<File::Locker::Guard> holds one lock until it is released or goes out
-of scope.
+of scope. It cannot be copied: C<Storable>'s C<freeze>, C<nfreeze> and
+C<dclone> croak with a message naming File::Locker::Guard, and a copy made
+some other way owns nothing -- its methods croak, and letting it go neither
+releases nor frees anything.
 
 =over 4
 
@@ -406,11 +414,15 @@ does nothing.
 
 True while this guard holds its lock, in the process and thread that took
 it. False after C<release>, in a forked child's copy, and after an upgrade
-that lost the lock (see below).
+that lost the lock (see below) -- for a whole-file lock also when another
+guard on the same open file description lost it that way, since flock(2)
+keeps one lock per description.
 
 =item $guard->mode
 
-C<LOCK_SH> or C<LOCK_EX>: the mode last granted.
+C<LOCK_SH> or C<LOCK_EX>: the mode last granted to this guard. Another
+guard on the same open file description may hold the file more strongly;
+see L</OWNERSHIP>.
 
 =item $guard->upgrade(timeout => SECONDS)
 
@@ -448,6 +460,44 @@ the end of the file and beyond).
 
 Signals during C<upgrade> behave as during C<lock_file>.
 
+=head1 OWNERSHIP
+
+A lock belongs to an open file description -- what C<open> creates and
+C<dup>, C<< open '>&' >> and C<fork> share -- never to a descriptor number,
+and only the kernel says what is held:
+
+=over 4
+
+=item *
+
+Guards taken through any descriptor of one open file description compose:
+on each byte the description holds the strongest mode a live guard on it
+covers, and releasing one guard leaves what the others cover locked in
+their modes. Whole-file guards compose the same way: flock(2) keeps one
+mode per description, the strongest live guard's. Guards through different
+descriptions conflict, in one process as across processes.
+
+=item *
+
+A guard on your handle keeps its own close-on-exec duplicate of the
+description. Closing or reopening your handle under a live guard does not
+drop the guard's lock, and a lock taken through the reopened handle -- a
+new description, even on the same descriptor number -- conflicts with it.
+(Classic fallback excepted: there, closing any descriptor of the file drops
+the process's range locks on it.)
+
+=item *
+
+Every lock request goes to the kernel, even when another guard of the same
+description already covers the bytes; File::Locker's records only decide
+what to ask for and what to give back. The description behind a handle is
+found by asking the kernel (kcmp(2)); where kcmp is unavailable, by asking
+the kernel's lock records whether the handle already holds the locks of a
+known description. Nothing recorded before a C<fork> counts for the
+child's own locks.
+
+=back
+
 =head1 ERRORS
 
 Lock outcomes -- busy, timed out, interrupted, a handle without a
@@ -471,15 +521,21 @@ it.
 After C<fork>, the child has a copy of every guard. What the child may do
 with a parent's guard: let it go -- by scope exit, C<undef>, C<release>,
 C<exit>, C<die> or global destruction -- which only closes the child's own
-copy of the guard's descriptor and leaves the parent's lock held; read
+copy of the guard's descriptor and leaves the parent's lock held (in the
+classic fallback the descriptor stays open if closing it would drop locks
+the child has taken itself on that file); read
 C<mode>, C<path> and C<fh> (I/O through C<fh> shares the parent's lock, so
 coordinate with the parent). What it may not do: C<upgrade> or C<downgrade>
 croak in the child, and C<is_locked> is false there, because the lock is not
 the child's. Many Perl lock modules get this wrong and release the parent's
 lock when a child exits; File::Locker does not. A child that needs the lock
-takes its own with C<lock_file>. Descriptors opened by C<lock_file> are
-close-on-exec, so commands started with C<exec> or C<system> never inherit
-the lock.
+takes its own with C<lock_file>; nothing the parent recorded counts as
+held for it, so its lock goes to the kernel and conflicts with the
+parent's. A handle the child inherited still shares the parent's open file
+description: locks taken through it are the parent's too, as with
+C<CORE::flock>. Descriptors opened by C<lock_file>, and the duplicates
+guards keep, are close-on-exec, so commands started with C<exec> or
+C<system> never inherit the lock.
 
 A new ithread gets no copy of a guard (C<CLONE_SKIP>): inside the thread
 the variable refers to an unblessed undef, and creating or joining threads
