@@ -45,6 +45,8 @@ bool ClassicLocksHeld(const InodeKey& inode) {
   return registry().ClassicLocksHeld(inode);
 }
 
+bool SameOpenFile(int a, int b) { return SameFile(a, b) == 1; }
+
 bool Lock::InOwnerProcess() const { return owner_pid_ == CurrentPid(); }
 
 bool Lock::held() const {

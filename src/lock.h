@@ -50,6 +50,10 @@ Status FindConflict(int fd, int mode, Pos start, Pos end, Conflict* out);
 Status FindConflictAt(const std::string& path, int mode, Pos start, Pos end,
                       Conflict* out);
 
+// Whether descriptors a and b of this process share one open file
+// description (false where the kernel cannot say).
+bool SameOpenFile(int a, int b);
+
 class Lock final {
  public:
   enum class State { kReleased, kHeld, kLost };

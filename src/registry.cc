@@ -92,14 +92,6 @@ Status InodeOf(int fd, InodeKey* key) {
   return Status::Ok();
 }
 
-// kcmp(2) answers for the calling process only; -1 when it cannot answer
-// (kernels built without it, seccomp filters).
-int SameFile(int a, int b) {
-  const pid_t pid = ::getpid();
-  const long rc = ::syscall(SYS_kcmp, pid, pid, KCMP_FILE, a, b);
-  return rc < 0 ? -1 : rc == 0;
-}
-
 // Without kcmp: whether candidate shares desc's OFD, told by the kernel's
 // own lock records. An OFD does not see its own range locks (F_OFD_GETLK
 // through it reports no conflict where only it holds), and
@@ -134,6 +126,14 @@ bool SameDescriptionByLocks(bool ofd, int candidate, const Description& desc) {
 }
 
 }  // namespace
+
+// kcmp(2) cannot answer on kernels built without it or under some seccomp
+// filters.
+int SameFile(int a, int b) {
+  const pid_t pid = ::getpid();
+  const long rc = ::syscall(SYS_kcmp, pid, pid, KCMP_FILE, a, b);
+  return rc < 0 ? -1 : rc == 0;
+}
 
 Registry& Registry::Get() {
   // Never destroyed: locks may be released during global destruction.

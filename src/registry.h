@@ -50,6 +50,10 @@
 
 namespace locker {
 
+// Whether descriptors a and b of this process share one open file
+// description: 1 or 0, or -1 where kcmp(2) cannot say.
+int SameFile(int a, int b);
+
 struct InodeKey {
   dev_t dev = 0;
   ino_t ino = 0;

@@ -430,6 +430,32 @@ sweep_kept_handles(pTHX_ AV *kept)
     }
 }
 
+/* A kept fh() handle that shares lock's open file description (a later
+ * guard reusing the description an earlier one kept idle), taken out of
+ * the kept list: reusing it keeps their number bounded by the descriptions
+ * alive at once. A mortal, or undef. */
+SV *
+take_kept_handle(pTHX_ const locker::Lock &lock)
+{
+    dMY_CXT;
+    AV *const kept = MY_CXT.kept_handles;
+    for (SSize_t i = AvFILLp(kept); i >= 0; --i) {
+        AV *const entry = (AV *)SvRV(AvARRAY(kept)[i]);
+        PerlIO *fp;
+        const int fd = handle_fd(aTHX_ AvARRAY(entry)[2], &fp);
+        if (fd < 0 || !locker::SameOpenFile(fd, lock.fd()))
+            continue;
+        SV *const handle = sv_2mortal(SvREFCNT_inc(AvARRAY(entry)[2]));
+        SV *const gone = AvARRAY(kept)[i];
+        AvARRAY(kept)[i] = AvARRAY(kept)[AvFILLp(kept)];
+        AvARRAY(kept)[AvFILLp(kept)] = NULL;
+        AvFILLp(kept)--;
+        SvREFCNT_dec(gone);
+        return handle;
+    }
+    return &PL_sv_undef;
+}
+
 /* Frees a guard's object: releases the lock as guard_release does. A
  * handle made by fh() whose close would drop this process's classic locks
  * on the file is kept until they are gone. */
@@ -893,10 +919,11 @@ _descriptor(self)
     const Guard *guard = guard_from(aTHX_ self, "fh");
     if (guard_released(guard))
         XSRETURN_EMPTY;
-    EXTEND(SP, 2);
+    EXTEND(SP, 3);
     mPUSHi(guard->lock.fd());
     PUSHs(boolSV(guard->lock.writable()));
-    XSRETURN(2);
+    PUSHs(take_kept_handle(aTHX_ guard->lock));
+    XSRETURN(3);
 
 void
 DESTROY(self)

@@ -51,9 +51,9 @@ sub fh {
         Carp::croak($message);
     }
     return $fh if $fh;
-    my ($fd, $writable) = _descriptor($self);
+    my ($fd, $writable, $kept) = _descriptor($self);
     return unless defined $fd;    # released
-    open($fh, $writable ? '+<&' : '<&', $fd) or return;
+    $fh = $kept // do { open(my $dup, $writable ? '+<&' : '<&', $fd) or return; $dup };
     _set_handle($self, $fh);
     return $fh;
 }
