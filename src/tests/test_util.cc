@@ -11,6 +11,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <initializer_list>
 #include <system_error>
 #include <thread>
 #include <utility>
@@ -59,26 +60,46 @@ bool Exists(const std::string& path) {
   return ::lstat(path.c_str(), &st) == 0;
 }
 
-bool FlockWaiterListed(ino_t ino) {
+namespace {
+
+// Whether /proc/locks lists a blocked request of one of the kinds on ino.
+bool WaiterListed(ino_t ino, std::initializer_list<const char*> kinds) {
   std::ifstream locks("/proc/locks");
   const std::string inode = ":" + std::to_string(ino) + " ";
   std::string line;
   while (std::getline(locks, line)) {
-    if (line.find("-> FLOCK") != std::string::npos &&
-        line.find(inode) != std::string::npos) {
-      return true;
+    if (line.find(inode) == std::string::npos) continue;
+    for (const char* kind : kinds) {
+      if (line.find(std::string("-> ") + kind) != std::string::npos) return true;
     }
   }
   return false;
 }
 
-bool WaitForFlockWaiter(ino_t ino) {
+template <typename Listed>
+bool WaitUntilListed(Listed&& listed) {
   const auto give_up = steady_clock::now() + std::chrono::seconds(10);
-  while (!FlockWaiterListed(ino)) {
+  while (!listed()) {
     if (steady_clock::now() > give_up) return false;
     std::this_thread::sleep_for(milliseconds(1));
   }
   return true;
+}
+
+}  // namespace
+
+bool FlockWaiterListed(ino_t ino) { return WaiterListed(ino, {"FLOCK"}); }
+
+bool WaitForFlockWaiter(ino_t ino) {
+  return WaitUntilListed([ino] { return FlockWaiterListed(ino); });
+}
+
+bool RangeWaiterListed(ino_t ino) {
+  return WaiterListed(ino, {"OFDLCK", "POSIX"});
+}
+
+bool WaitForRangeWaiter(ino_t ino) {
+  return WaitUntilListed([ino] { return RangeWaiterListed(ino); });
 }
 
 bool ReadFully(int fd, void* buffer, size_t size) {

@@ -64,6 +64,10 @@ bool FlockWaiterListed(ino_t ino);
 // kernel's own record of the waiter, so no guess about timing is involved.
 bool WaitForFlockWaiter(ino_t ino);
 
+// The same for a blocked fcntl(2) range request (OFD or classic).
+bool RangeWaiterListed(ino_t ino);
+bool WaitForRangeWaiter(ino_t ino);
+
 // SIGUSR1 deliveries CountUsr1 has seen; tests reset it before use.
 extern std::atomic<int> g_usr1_seen;
 void CountUsr1(int);
