@@ -68,7 +68,8 @@ class Lock final {
   // caller may close at any time afterwards. mode is LOCK_SH or LOCK_EX,
   // optionally | LOCK_NB (then the deadline is immediate). Blocks up to
   // deadline. Returns Ok, or EWOULDBLOCK, ETIMEDOUT, EINTR (run handlers,
-  // call again with the same deadline), EBADF, ...; nothing is held then.
+  // call again with the same deadline), EBADF, EINVAL (any other mode), ...;
+  // nothing is held then.
   Status AcquireDescriptor(int fd, int mode, const Deadline& deadline);
   // Byte range [start, end) (end kRangeEnd: to end of file) through a
   // caller's descriptor. LOCK_EX needs it open for writing (EBADF). Errors

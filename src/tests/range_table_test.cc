@@ -27,10 +27,10 @@ std::string Describe(const Holds& h) {
 }
 
 // The pieces Walk reports over [start, end).
-using Piece = std::tuple<off_t, off_t, int, int>;
-std::vector<Piece> Pieces(const RangeTable& table, off_t start, off_t end) {
+using Piece = std::tuple<Pos, Pos, int, int>;
+std::vector<Piece> Pieces(const RangeTable& table, Pos start, Pos end) {
   std::vector<Piece> out;
-  table.Walk(start, end, [&](off_t from, off_t to, const Holds& h) {
+  table.Walk(start, end, [&](Pos from, Pos to, const Holds& h) {
     out.emplace_back(from, to, h.shared, h.exclusive);
   });
   return out;
@@ -173,14 +173,14 @@ TEST(RangeTableTest, WalkCoversRequestExactly) {
   RangeTable table;
   table.Add(5, 10, RangeMode::kShared, +1);
   table.Add(20, 30, RangeMode::kExclusive, +1);
-  for (off_t start = 0; start < 35; ++start) {
-    for (off_t end = start + 1; end <= 35; ++end) {
-      off_t next = start;
-      table.Walk(start, end, [&](off_t from, off_t to, const Holds& h) {
+  for (Pos start = 0; start < 35; ++start) {
+    for (Pos end = start + 1; end <= 35; ++end) {
+      Pos next = start;
+      table.Walk(start, end, [&](Pos from, Pos to, const Holds& h) {
         EXPECT_EQ(next, from)
             << "gap or overlap in [" << start << ", " << end << ")";
         EXPECT_LT(from, to);
-        for (off_t b = from; b < to; ++b)
+        for (Pos b = from; b < to; ++b)
           EXPECT_EQ(table.At(b), h) << "byte " << b;
         next = to;
       });
@@ -195,14 +195,14 @@ TEST(RangeTableTest, WalkCoversRequestExactly) {
 constexpr int kModelBytes = 201;
 
 struct Op {
-  off_t start;
-  off_t end;  // kRangeEnd or <= kModelBytes - 1
+  Pos start;
+  Pos end;  // kRangeEnd or <= kModelBytes - 1
   RangeMode mode;
 };
 
 void ApplyToModel(std::vector<Holds>* model, const Op& op, int delta) {
-  const off_t last = op.end == kRangeEnd ? kModelBytes : op.end;
-  for (off_t b = op.start; b < last; ++b) {
+  const Pos last = op.end == kRangeEnd ? kModelBytes : op.end;
+  for (Pos b = op.start; b < last; ++b) {
     (op.mode == RangeMode::kExclusive ? (*model)[b].exclusive
                                       : (*model)[b].shared) += delta;
   }
@@ -226,16 +226,16 @@ void ExpectMatchesModel(const RangeTable& table,
   ASSERT_EQ(changes, table.segments()) << where;
   ASSERT_EQ(changes == 0, table.empty()) << where;
 
-  off_t next = 0;
+  Pos next = 0;
   Holds last_piece;
   bool first = true;
-  table.Walk(0, kRangeEnd, [&](off_t from, off_t to, const Holds& h) {
+  table.Walk(0, kRangeEnd, [&](Pos from, Pos to, const Holds& h) {
     ASSERT_EQ(next, from) << where;
     if (!first) {
       ASSERT_NE(last_piece, h) << where << ": equal neighbours at " << from;
     }
-    const off_t stop = to == kRangeEnd ? kModelBytes : to;
-    for (off_t b = from; b < stop && b < kModelBytes; ++b)
+    const Pos stop = to == kRangeEnd ? kModelBytes : to;
+    for (Pos b = from; b < stop && b < kModelBytes; ++b)
       ASSERT_EQ(model[b], h) << where;
     last_piece = h;
     first = false;
@@ -302,32 +302,32 @@ TEST(RangeTableTest, ManyDisjointRanges) {
   constexpr int kRanges = 10000;
   RangeTable table;
   for (int i = 0; i < kRanges; ++i) {
-    table.Add(off_t{i} * 10, off_t{i} * 10 + 5,
+    table.Add(static_cast<Pos>(i) * 10, static_cast<Pos>(i) * 10 + 5,
               i % 2 ? RangeMode::kExclusive : RangeMode::kShared, +1);
   }
   // A start and an end key for each range, since none of them touch.
   EXPECT_EQ(2u * kRanges, table.segments());
   EXPECT_EQ(H(1, 0), table.At(0));
   EXPECT_EQ(H(0, 0), table.At(5));
-  EXPECT_EQ(H(0, 1), table.At(off_t{kRanges - 1} * 10 + 4));
-  EXPECT_EQ(H(0, 0), table.At(off_t{kRanges} * 10));
+  EXPECT_EQ(H(0, 1), table.At(Pos{kRanges - 1} * 10 + 4));
+  EXPECT_EQ(H(0, 0), table.At(Pos{kRanges} * 10));
 
   // Covering the gaps too: no byte before the end is free any more.
   for (int i = 0; i < kRanges; ++i) {
-    table.Add(off_t{i} * 10, off_t{i} * 10 + 10, RangeMode::kShared, +1);
+    table.Add(static_cast<Pos>(i) * 10, static_cast<Pos>(i) * 10 + 10, RangeMode::kShared, +1);
   }
   // [10i, 10i+5) still differ from [10i+5, 10i+10), and the last ends at 0.
   EXPECT_EQ(2u * kRanges + 1, table.segments());
   for (int i = 0; i < kRanges; ++i) {
-    table.Add(off_t{i} * 10, off_t{i} * 10 + 10, RangeMode::kShared, -1);
+    table.Add(static_cast<Pos>(i) * 10, static_cast<Pos>(i) * 10 + 10, RangeMode::kShared, -1);
   }
 
   for (int i = kRanges - 1; i >= 0; i -= 2) {  // every other one, from the top
-    table.Add(off_t{i} * 10, off_t{i} * 10 + 5, RangeMode::kExclusive, -1);
+    table.Add(static_cast<Pos>(i) * 10, static_cast<Pos>(i) * 10 + 5, RangeMode::kExclusive, -1);
   }
   EXPECT_EQ(size_t{kRanges}, table.segments());
   for (int i = 0; i < kRanges; i += 2) {
-    table.Add(off_t{i} * 10, off_t{i} * 10 + 5, RangeMode::kShared, -1);
+    table.Add(static_cast<Pos>(i) * 10, static_cast<Pos>(i) * 10 + 5, RangeMode::kShared, -1);
   }
   EXPECT_TRUE(table.empty());
   EXPECT_EQ(0u, table.segments());

@@ -1,6 +1,8 @@
-// Tests for OpenLockFile, LockThroughPath and FileLock: whole-file flock(2)
-// locks held by a guard, and lock files in shared directories.
-#include "file_lock.h"
+// Tests for OpenLockFile and whole-file Locks: flock(2) locks held by a
+// guard through a path or a caller's descriptor, and lock files in shared
+// directories. How locks on one open file description compose is tested
+// in registry_test.cc.
+#include "lock.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -17,7 +19,6 @@
 #include <chrono>
 #include <fstream>
 #include <future>
-#include <memory>
 #include <string>
 #include <thread>
 #include <utility>
@@ -89,7 +90,7 @@ Status RunInterrupted(ino_t ino, Fn&& fn) {
   return result.get();
 }
 
-class FileLockTest : public ::testing::Test {
+class WholeLockTest : public ::testing::Test {
  protected:
   void SetUp() override {
     ASSERT_FALSE(dir_.path().empty()) << "mkdtemp: " << strerror(errno);
@@ -105,7 +106,7 @@ class FileLockTest : public ::testing::Test {
 
   // Runs lock->AcquirePath(path_, mode, PathOptions(), Deadline::After(10))
   // in another thread; the future has what it returned once it is done.
-  std::future<Status> AcquirePathInThread(FileLock* lock, int mode) {
+  std::future<Status> AcquirePathInThread(Lock* lock, int mode) {
     return std::async(std::launch::async, [this, lock, mode] {
       return lock->AcquirePath(path_, mode, PathOptions(), Deadline::After(10));
     });
@@ -124,7 +125,7 @@ class FileLockTest : public ::testing::Test {
 
 // ---- OpenLockFile ----------------------------------------------------------
 
-TEST_F(FileLockTest, OpenLockFileCreatesWithPermsAndCloexec) {
+TEST_F(WholeLockTest, OpenLockFileCreatesWithPermsAndCloexec) {
   const mode_t old_umask = ::umask(0);
   PathOptions options;
   options.perms = 0640;
@@ -155,7 +156,7 @@ TEST_F(FileLockTest, OpenLockFileCreatesWithPermsAndCloexec) {
   EXPECT_EQ(0640u, st.st_mode & 07777);  // 0666 less umask 027
 }
 
-TEST_F(FileLockTest, OpenLockFileNeverTruncates) {
+TEST_F(WholeLockTest, OpenLockFileNeverTruncates) {
   WriteFile(path_, "precious content");
   UniqueFd fd;
   bool writable = false;
@@ -167,7 +168,7 @@ TEST_F(FileLockTest, OpenLockFileNeverTruncates) {
   EXPECT_EQ(16, st.st_size);
 }
 
-TEST_F(FileLockTest, OpenLockFileWithoutCreate) {
+TEST_F(WholeLockTest, OpenLockFileWithoutCreate) {
   PathOptions options;
   options.create = false;
   UniqueFd fd;
@@ -181,7 +182,7 @@ TEST_F(FileLockTest, OpenLockFileWithoutCreate) {
   EXPECT_TRUE(fd.valid());
 }
 
-TEST_F(FileLockTest, OpenLockFileRefusesSymlinksWithEloop) {
+TEST_F(WholeLockTest, OpenLockFileRefusesSymlinksWithEloop) {
   const std::string target = dir_.path() + "/target";
   WriteFile(target, "t");
   ASSERT_EQ(0, ::symlink(target.c_str(), path_.c_str()));
@@ -205,7 +206,7 @@ TEST_F(FileLockTest, OpenLockFileRefusesSymlinksWithEloop) {
   EXPECT_FALSE(Exists(missing)) << "created the symlink's target";
 }
 
-TEST_F(FileLockTest, OpenLockFileFollowsSymlinksWhenAsked) {
+TEST_F(WholeLockTest, OpenLockFileFollowsSymlinksWhenAsked) {
   const std::string target = dir_.path() + "/target";
   WriteFile(target, "t");
   ASSERT_EQ(0, ::symlink(target.c_str(), path_.c_str()));
@@ -224,7 +225,7 @@ TEST_F(FileLockTest, OpenLockFileFollowsSymlinksWhenAsked) {
       PathNamesInode(path_, false, st.st_dev, st.st_ino));  // the link itself
 }
 
-TEST_F(FileLockTest, OpenLockFileOpensDirectoriesReadOnly) {
+TEST_F(WholeLockTest, OpenLockFileOpensDirectoriesReadOnly) {
   for (const bool create : {true, false}) {
     SCOPED_TRACE(create ? "create" : "no create");
     PathOptions options;
@@ -240,7 +241,7 @@ TEST_F(FileLockTest, OpenLockFileOpensDirectoriesReadOnly) {
   }
 }
 
-TEST_F(FileLockTest, OpenLockFileFallsBackToReadOnly) {
+TEST_F(WholeLockTest, OpenLockFileFallsBackToReadOnly) {
   // A running executable cannot be opened for writing (ETXTBSY), even by root.
   PathOptions options;
   options.create = false;
@@ -260,14 +261,14 @@ TEST_F(FileLockTest, OpenLockFileFallsBackToReadOnly) {
   EXPECT_FALSE(writable);
 }
 
-// ---- FileLock through a path -----------------------------------------------
+// ---- Lock through a path -----------------------------------------------------
 
-TEST_F(FileLockTest, AcquirePathAndRelease) {
-  FileLock lock;
+TEST_F(WholeLockTest, AcquirePathAndRelease) {
+  Lock lock;
   EXPECT_TRUE(lock.released());
   ASSERT_OK(lock.AcquirePath(path_, LOCK_EX, PathOptions(), Deadline::Never()));
   EXPECT_TRUE(lock.held());
-  EXPECT_EQ(FileLock::State::kHeld, lock.state());
+  EXPECT_EQ(Lock::State::kHeld, lock.state());
   EXPECT_EQ(LOCK_EX, lock.mode());
   EXPECT_EQ(path_, lock.path());
   EXPECT_TRUE(lock.writable());
@@ -284,25 +285,25 @@ TEST_F(FileLockTest, AcquirePathAndRelease) {
   EXPECT_TRUE(lock.released());
 }
 
-TEST_F(FileLockTest, AcquirePathShared) {
-  FileLock a, b;
+TEST_F(WholeLockTest, AcquirePathShared) {
+  Lock a, b;
   ASSERT_OK(a.AcquirePath(path_, LOCK_SH, PathOptions(), Deadline::Never()));
   ASSERT_OK(b.AcquirePath(path_, LOCK_SH | LOCK_NB, PathOptions(),
                           Deadline::Never()));
   EXPECT_EQ(LOCK_SH, b.mode());  // LOCK_NB is not part of the mode
   EXPECT_TRUE(CanLock(path_, LOCK_SH));
   EXPECT_FALSE(CanLock(path_, LOCK_EX));
-  FileLock c;
+  Lock c;
   EXPECT_ERR(EWOULDBLOCK, c.AcquirePath(path_, LOCK_EX | LOCK_NB, PathOptions(),
                                         Deadline::Never()));
   EXPECT_TRUE(c.released());
 }
 
-TEST_F(FileLockTest, AcquirePathBusyAndTimedOut) {
+TEST_F(WholeLockTest, AcquirePathBusyAndTimedOut) {
   UniqueFd holder = Open(path_);
   ASSERT_EQ(0, ::flock(holder.get(), LOCK_EX));
   const int fds = CountOpenFds();
-  FileLock lock;
+  Lock lock;
   EXPECT_ERR(EWOULDBLOCK, lock.AcquirePath(path_, LOCK_EX | LOCK_NB,
                                            PathOptions(), Deadline::After(5)));
   EXPECT_ERR(EWOULDBLOCK,
@@ -315,8 +316,8 @@ TEST_F(FileLockTest, AcquirePathBusyAndTimedOut) {
   EXPECT_EQ(fds, CountOpenFds()) << "a failed acquire left a descriptor open";
 }
 
-TEST_F(FileLockTest, AcquirePathOnADirectory) {
-  FileLock lock;
+TEST_F(WholeLockTest, AcquirePathOnADirectory) {
+  Lock lock;
   ASSERT_OK(
       lock.AcquirePath(dir_.path(), LOCK_EX, PathOptions(), Deadline::Never()));
   EXPECT_FALSE(lock.writable());
@@ -325,11 +326,11 @@ TEST_F(FileLockTest, AcquirePathOnADirectory) {
   EXPECT_TRUE(CanLock(dir_.path(), LOCK_EX));
 }
 
-TEST_F(FileLockTest, AcquirePathRefusesASymlink) {
+TEST_F(WholeLockTest, AcquirePathRefusesASymlink) {
   const std::string target = dir_.path() + "/target";
   WriteFile(target, "");
   ASSERT_EQ(0, ::symlink(target.c_str(), path_.c_str()));
-  FileLock lock;
+  Lock lock;
   EXPECT_ERR(ELOOP, lock.AcquirePath(path_, LOCK_EX, PathOptions(),
                                      Deadline::Never()));
   PathOptions follow;
@@ -338,11 +339,11 @@ TEST_F(FileLockTest, AcquirePathRefusesASymlink) {
   EXPECT_FALSE(CanLock(target, LOCK_SH));
 }
 
-TEST_F(FileLockTest, ReleaseWithUnlinkRemovesTheFile) {
+TEST_F(WholeLockTest, ReleaseWithUnlinkRemovesTheFile) {
   PathOptions options;
   options.unlink = true;
   for (const int mode : {LOCK_EX, LOCK_SH}) {
-    FileLock lock;
+    Lock lock;
     ASSERT_OK(lock.AcquirePath(path_, mode, options, Deadline::Never()));
     ASSERT_TRUE(Exists(path_));
     lock.Release();
@@ -350,10 +351,10 @@ TEST_F(FileLockTest, ReleaseWithUnlinkRemovesTheFile) {
   }
 }
 
-TEST_F(FileLockTest, ReleaseWithUnlinkSparesAReplacedFile) {
+TEST_F(WholeLockTest, ReleaseWithUnlinkSparesAReplacedFile) {
   PathOptions options;
   options.unlink = true;
-  FileLock lock;
+  Lock lock;
   ASSERT_OK(lock.AcquirePath(path_, LOCK_EX, options, Deadline::Never()));
   const std::string replacement = dir_.path() + "/replacement";
   WriteFile(replacement, "new");
@@ -366,10 +367,10 @@ TEST_F(FileLockTest, ReleaseWithUnlinkSparesAReplacedFile) {
   EXPECT_EQ("new", ReadFile(path_));
 }
 
-TEST_F(FileLockTest, ReleaseWithUnlinkSparesAFileOthersHold) {
+TEST_F(WholeLockTest, ReleaseWithUnlinkSparesAFileOthersHold) {
   PathOptions options;
   options.unlink = true;
-  FileLock first, second;
+  Lock first, second;
   ASSERT_OK(first.AcquirePath(path_, LOCK_SH, options, Deadline::Never()));
   ASSERT_OK(second.AcquirePath(path_, LOCK_SH, options, Deadline::Never()));
   first.Release();
@@ -379,12 +380,12 @@ TEST_F(FileLockTest, ReleaseWithUnlinkSparesAFileOthersHold) {
   EXPECT_FALSE(Exists(path_));
 }
 
-TEST_F(FileLockTest, AcquirePathRetriesWhenTheFileIsReplacedWhileWaiting) {
+TEST_F(WholeLockTest, AcquirePathRetriesWhenTheFileIsReplacedWhileWaiting) {
   UniqueFd old_file = Open(path_);
   ASSERT_EQ(0, ::flock(old_file.get(), LOCK_EX));
   const ino_t old_inode = InodeOfFd(old_file.get());
 
-  FileLock lock;
+  Lock lock;
   std::future<Status> result = AcquirePathInThread(&lock, LOCK_EX);
   ASSERT_TRUE(WaitForFlockWaiter(old_inode))
       << "the waiter never blocked on the old file";
@@ -405,12 +406,12 @@ TEST_F(FileLockTest, AcquirePathRetriesWhenTheFileIsReplacedWhileWaiting) {
       << "still holds the old file";
 }
 
-TEST_F(FileLockTest, AcquirePathRetriesWhenTheFileIsRemovedWhileWaiting) {
+TEST_F(WholeLockTest, AcquirePathRetriesWhenTheFileIsRemovedWhileWaiting) {
   UniqueFd old_file = Open(path_);
   ASSERT_EQ(0, ::flock(old_file.get(), LOCK_EX));
   const ino_t old_inode = InodeOfFd(old_file.get());
 
-  FileLock lock;
+  Lock lock;
   std::future<Status> result = AcquirePathInThread(&lock, LOCK_SH);
   ASSERT_TRUE(WaitForFlockWaiter(old_inode))
       << "the waiter never blocked on the old file";
@@ -424,11 +425,11 @@ TEST_F(FileLockTest, AcquirePathRetriesWhenTheFileIsRemovedWhileWaiting) {
   EXPECT_FALSE(CanLock(path_, LOCK_EX));
 }
 
-TEST_F(FileLockTest, InterruptedAcquirePathLeavesNothingBehind) {
+TEST_F(WholeLockTest, InterruptedAcquirePathLeavesNothingBehind) {
   UniqueFd holder = Open(path_);
   ASSERT_EQ(0, ::flock(holder.get(), LOCK_EX));
   const int fds = CountOpenFds();
-  FileLock lock;
+  Lock lock;
   const Status status = RunInterrupted(InodeOfFd(holder.get()), [&] {
     return lock.AcquirePath(path_, LOCK_EX, PathOptions(), Deadline::After(10));
   });
@@ -437,34 +438,69 @@ TEST_F(FileLockTest, InterruptedAcquirePathLeavesNothingBehind) {
   EXPECT_EQ(fds, CountOpenFds());
 }
 
-// ---- FileLock on a caller's descriptor --------------------------------------
+// ---- Lock on a caller's descriptor -------------------------------------------
 
-TEST_F(FileLockTest, AcquireDescriptorAndForget) {
+TEST_F(WholeLockTest, AcquireDescriptorAndRelease) {
   UniqueFd fd = Open(path_, O_RDONLY);  // flock(2) needs no write access
-  {
-    FileLock lock;
-    ASSERT_OK(lock.AcquireDescriptor(fd.get(), LOCK_EX, Deadline::Never()));
-    EXPECT_EQ(fd.get(), lock.fd());
-    EXPECT_TRUE(lock.path().empty());
-    EXPECT_FALSE(CanLock(path_, LOCK_SH));
-    lock.Release();
-    EXPECT_TRUE(CanLock(path_, LOCK_EX));
-    ASSERT_NE(-1, ::fcntl(fd.get(), F_GETFD))
-        << "the borrowed descriptor was closed";
+  Lock lock;
+  ASSERT_OK(lock.AcquireDescriptor(fd.get(), LOCK_EX, Deadline::Never()));
+  EXPECT_TRUE(lock.held());
+  EXPECT_TRUE(lock.path().empty());
+  EXPECT_FALSE(lock.writable());
+  // The lock keeps a close-on-exec duplicate of its own, of the same open
+  // file description.
+  ASSERT_NE(-1, lock.fd());
+  EXPECT_NE(fd.get(), lock.fd());
+  EXPECT_EQ(FD_CLOEXEC, ::fcntl(lock.fd(), F_GETFD) & FD_CLOEXEC);
+  EXPECT_EQ(InodeOfFd(fd.get()), InodeOfFd(lock.fd()));
+  EXPECT_EQ(0, ::flock(fd.get(), LOCK_EX | LOCK_NB))
+      << "the caller's descriptor is not the locked open file description";
+  EXPECT_FALSE(CanLock(path_, LOCK_SH));
 
-    ASSERT_OK(lock.AcquireDescriptor(fd.get(), LOCK_SH, Deadline::Now()));
-    lock.Forget();  // as if the caller had closed fd: nothing is touched
-    EXPECT_TRUE(lock.released());
-    EXPECT_EQ(-1, lock.fd());
+  const int duplicate = lock.fd();
+  lock.Release();
+  EXPECT_TRUE(lock.released());
+  EXPECT_EQ(-1, lock.fd());
+  EXPECT_TRUE(CanLock(path_, LOCK_EX)) << "released, yet still locked";
+  EXPECT_EQ(-1, ::fcntl(duplicate, F_GETFD)) << "its duplicate stayed open";
+  ASSERT_NE(-1, ::fcntl(fd.get(), F_GETFD))
+      << "the caller's descriptor was closed";
+
+  // Released by the destructor too; the caller's descriptor stays open.
+  {
+    Lock scoped;
+    ASSERT_OK(scoped.AcquireDescriptor(fd.get(), LOCK_SH, Deadline::Now()));
+    EXPECT_FALSE(CanLock(path_, LOCK_EX));
   }
-  // Neither Forget nor the destructor unlocked or closed the descriptor.
+  EXPECT_TRUE(CanLock(path_, LOCK_EX));
   ASSERT_NE(-1, ::fcntl(fd.get(), F_GETFD));
-  EXPECT_FALSE(CanLock(path_, LOCK_EX));
-  EXPECT_TRUE(CanLock(path_, LOCK_SH));
 }
 
-TEST_F(FileLockTest, AcquireDescriptorErrors) {
-  FileLock lock;
+TEST_F(WholeLockTest, CallerMayCloseItsDescriptor) {
+  const int fds = CountOpenFds();
+  {
+    Lock lock;
+    {
+      UniqueFd fd = Open(path_, O_RDONLY);
+      ASSERT_OK(lock.AcquireDescriptor(fd.get(), LOCK_EX, Deadline::Never()));
+    }  // the caller closes its descriptor under the live lock
+    EXPECT_TRUE(lock.held());
+    EXPECT_FALSE(CanLock(path_, LOCK_SH))
+        << "closing the caller's descriptor dropped the lock";
+    // A forked child sees it too.
+    EXPECT_EQ(0, RunInChild([&] { return CanLock(path_, LOCK_SH) ? 1 : 0; }));
+    ASSERT_OK(lock.Downgrade());
+    EXPECT_TRUE(CanLock(path_, LOCK_SH));
+    EXPECT_FALSE(CanLock(path_, LOCK_EX));
+    ASSERT_OK(lock.Upgrade(Deadline::Now()));
+    EXPECT_FALSE(CanLock(path_, LOCK_SH));
+  }
+  EXPECT_TRUE(CanLock(path_, LOCK_EX));
+  EXPECT_EQ(fds, CountOpenFds());
+}
+
+TEST_F(WholeLockTest, AcquireDescriptorErrors) {
+  Lock lock;
   EXPECT_ERR(EBADF, lock.AcquireDescriptor(-1, LOCK_EX, Deadline::Never()));
   UniqueFd fd = Open(path_);
   EXPECT_ERR(EINVAL, lock.AcquireDescriptor(fd.get(), LOCK_SH | LOCK_EX,
@@ -474,21 +510,21 @@ TEST_F(FileLockTest, AcquireDescriptorErrors) {
 
 // ---- Upgrade and Downgrade --------------------------------------------------
 
-TEST_F(FileLockTest, UpgradeAndDowngradeWhenUncontended) {
-  FileLock lock;
+TEST_F(WholeLockTest, UpgradeAndDowngradeWhenUncontended) {
+  Lock lock;
   EXPECT_ERR(ENOLCK, lock.Upgrade(Deadline::Never()));
   EXPECT_ERR(ENOLCK, lock.Downgrade());
 
   ASSERT_OK(lock.AcquirePath(path_, LOCK_SH, PathOptions(), Deadline::Never()));
   EXPECT_OK(lock.Upgrade(Deadline::Now()));
-  EXPECT_EQ(FileLock::State::kHeld, lock.state());
+  EXPECT_EQ(Lock::State::kHeld, lock.state());
   EXPECT_EQ(LOCK_EX, lock.mode());
   EXPECT_FALSE(CanLock(path_, LOCK_SH));
   EXPECT_OK(lock.Upgrade(Deadline::Now()));  // already exclusive
   EXPECT_EQ(LOCK_EX, lock.mode());
 
   EXPECT_OK(lock.Downgrade());
-  EXPECT_EQ(FileLock::State::kHeld, lock.state());
+  EXPECT_EQ(Lock::State::kHeld, lock.state());
   EXPECT_EQ(LOCK_SH, lock.mode());
   EXPECT_TRUE(CanLock(path_, LOCK_SH));
   EXPECT_FALSE(CanLock(path_, LOCK_EX));
@@ -500,20 +536,20 @@ TEST_F(FileLockTest, UpgradeAndDowngradeWhenUncontended) {
   EXPECT_ERR(ENOLCK, lock.Downgrade());
 }
 
-TEST_F(FileLockTest, FailedUpgradeTakesTheSharedLockBack) {
+TEST_F(WholeLockTest, FailedUpgradeTakesTheSharedLockBack) {
   UniqueFd other = Open(path_);
-  FileLock lock;
+  Lock lock;
   ASSERT_OK(lock.AcquirePath(path_, LOCK_SH, PathOptions(), Deadline::Never()));
   ASSERT_EQ(0, ::flock(other.get(), LOCK_SH));
 
   EXPECT_ERR(EWOULDBLOCK, lock.Upgrade(Deadline::Now()));
-  EXPECT_EQ(FileLock::State::kHeld, lock.state());
+  EXPECT_EQ(Lock::State::kHeld, lock.state());
   EXPECT_EQ(LOCK_SH, lock.mode());
 
   const auto start = steady_clock::now();
   EXPECT_ERR(ETIMEDOUT, lock.Upgrade(Deadline::After(0.2)));
   EXPECT_GE(Since(start), 200);
-  EXPECT_EQ(FileLock::State::kHeld, lock.state());
+  EXPECT_EQ(Lock::State::kHeld, lock.state());
   EXPECT_EQ(LOCK_SH, lock.mode());
 
   // The shared lock really is held: with the other holder gone, nobody else
@@ -525,9 +561,9 @@ TEST_F(FileLockTest, FailedUpgradeTakesTheSharedLockBack) {
   EXPECT_EQ(LOCK_EX, lock.mode());
 }
 
-TEST_F(FileLockTest, InterruptedUpgradeIsLostUntilRetried) {
+TEST_F(WholeLockTest, InterruptedUpgradeIsLostUntilRetried) {
   UniqueFd other = Open(path_);
-  FileLock lock;
+  Lock lock;
   ASSERT_OK(lock.AcquirePath(path_, LOCK_SH, PathOptions(), Deadline::Never()));
   ASSERT_EQ(0, ::flock(other.get(), LOCK_SH));
   const ino_t inode = InodeOfPath(path_);
@@ -535,36 +571,38 @@ TEST_F(FileLockTest, InterruptedUpgradeIsLostUntilRetried) {
   EXPECT_ERR(EINTR, RunInterrupted(inode, [&] {
                return lock.Upgrade(Deadline::After(10));
              }));
-  EXPECT_EQ(FileLock::State::kLost, lock.state());
+  // flock(2) dropped the shared lock to wait, and the wait failed while
+  // the other holder was still there: the lock is lost, not released.
   EXPECT_FALSE(lock.held());
   EXPECT_FALSE(lock.released());
-  // kLost is the truth: with the other holder gone the file is free.
+  // That is the truth: with the other holder gone the file is free.
   ASSERT_EQ(0, ::flock(other.get(), LOCK_UN));
   EXPECT_TRUE(CanLock(path_, LOCK_EX));
 
-  // From kLost, Downgrade takes a shared lock.
+  // From there, Downgrade takes a shared lock.
   EXPECT_OK(lock.Downgrade());
-  EXPECT_EQ(FileLock::State::kHeld, lock.state());
+  EXPECT_EQ(Lock::State::kHeld, lock.state());
   EXPECT_EQ(LOCK_SH, lock.mode());
   EXPECT_FALSE(CanLock(path_, LOCK_EX));
 
-  // Lost again; then a busy Upgrade from kLost takes the shared lock back.
+  // Lost again; then a busy Upgrade takes the shared lock back.
   ASSERT_EQ(0, ::flock(other.get(), LOCK_SH));
   EXPECT_ERR(EINTR, RunInterrupted(inode, [&] {
                return lock.Upgrade(Deadline::After(10));
              }));
-  EXPECT_EQ(FileLock::State::kLost, lock.state());
+  EXPECT_FALSE(lock.held());
   EXPECT_ERR(EWOULDBLOCK, lock.Upgrade(Deadline::Now()));
-  EXPECT_EQ(FileLock::State::kHeld, lock.state());
+  EXPECT_TRUE(lock.held());
+  EXPECT_EQ(Lock::State::kHeld, lock.state());
   EXPECT_EQ(LOCK_SH, lock.mode());
 
-  // Lost again; an uncontended Upgrade from kLost takes the exclusive lock.
+  // Lost again; an uncontended Upgrade takes the exclusive lock.
   EXPECT_ERR(EINTR, RunInterrupted(inode, [&] {
                return lock.Upgrade(Deadline::After(10));
              }));
   ASSERT_EQ(0, ::flock(other.get(), LOCK_UN));
   EXPECT_OK(lock.Upgrade(Deadline::Now()));
-  EXPECT_EQ(FileLock::State::kHeld, lock.state());
+  EXPECT_EQ(Lock::State::kHeld, lock.state());
   EXPECT_EQ(LOCK_EX, lock.mode());
   EXPECT_FALSE(CanLock(path_, LOCK_SH));
 
@@ -573,13 +611,12 @@ TEST_F(FileLockTest, InterruptedUpgradeIsLostUntilRetried) {
   EXPECT_TRUE(CanLock(path_, LOCK_EX));
 }
 
-// ---- Ownership: fork and move
-// ------------------------------------------------
+// ---- Ownership: fork --------------------------------------------------------
 
-TEST_F(FileLockTest, ForkedChildReleaseLeavesTheParentsLock) {
+TEST_F(WholeLockTest, ForkedChildReleaseLeavesTheParentsLock) {
   PathOptions options;
   options.unlink = true;
-  FileLock lock;
+  Lock lock;
   ASSERT_OK(lock.AcquirePath(path_, LOCK_EX, options, Deadline::Never()));
   ASSERT_TRUE(lock.InOwnerProcess());
 
@@ -602,31 +639,9 @@ TEST_F(FileLockTest, ForkedChildReleaseLeavesTheParentsLock) {
   EXPECT_FALSE(Exists(path_));
 }
 
-TEST_F(FileLockTest, MoveTransfersTheLock) {
-  FileLock target;
-  {
-    auto source = std::make_unique<FileLock>();
-    ASSERT_OK(
-        source->AcquirePath(path_, LOCK_EX, PathOptions(), Deadline::Never()));
-    target = std::move(*source);
-  }  // the moved-from object is destroyed here
-  EXPECT_TRUE(target.held());
-  EXPECT_FALSE(CanLock(path_, LOCK_SH))
-      << "destroying the moved-from object unlocked it";
+// ---- Descriptors -------------------------------------------------------------
 
-  FileLock constructed(std::move(target));
-  target.Release();  // the moved-from object, released explicitly
-  EXPECT_TRUE(constructed.held());
-  EXPECT_FALSE(CanLock(path_, LOCK_SH))
-      << "releasing the moved-from object unlocked it";
-  constructed.Release();
-  EXPECT_TRUE(CanLock(path_, LOCK_EX));
-}
-
-// ---- Descriptors
-// ---------------------------------------------------------------
-
-TEST_F(FileLockTest, NoDescriptorLeaksOverManyCycles) {
+TEST_F(WholeLockTest, NoDescriptorLeaksOverManyCycles) {
   const std::string busy = dir_.path() + "/busy";
   UniqueFd busy_holder = Open(busy);
   ASSERT_EQ(0, ::flock(busy_holder.get(), LOCK_EX));
@@ -638,7 +653,7 @@ TEST_F(FileLockTest, NoDescriptorLeaksOverManyCycles) {
 
   const int before = CountOpenFds();
   for (int i = 0; i < 1000; ++i) {
-    FileLock lock;
+    Lock lock;
     ASSERT_OK(lock.AcquirePath(path_, i % 2 ? LOCK_EX : LOCK_SH, PathOptions(),
                                Deadline::Never()));
     lock.Release();
@@ -663,7 +678,7 @@ TEST_F(FileLockTest, NoDescriptorLeaksOverManyCycles) {
     ASSERT_OK(lock.AcquirePath(path_, LOCK_SH, PathOptions(), Deadline::Now()));
   }
   for (int i = 0; i < 10; ++i) {  // timed failures, which arm a timer
-    FileLock lock;
+    Lock lock;
     ASSERT_EQ(ErrName(ETIMEDOUT),
               ErrName(lock.AcquirePath(busy, LOCK_SH, PathOptions(),
                                        Deadline::After(0.01))
