@@ -1,6 +1,7 @@
 #include "lock.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <sys/file.h>
 #include <unistd.h>
 
@@ -48,6 +49,13 @@ bool ClassicLocksHeld(const InodeKey& inode) {
 bool SameOpenFile(int a, int b) { return SameFile(a, b) == 1; }
 
 bool Lock::InOwnerProcess() const { return owner_pid_ == CurrentPid(); }
+
+bool Lock::writable() const {
+  if (desc_ == nullptr) return false;
+  if (!desc_->adopted) return desc_->writable;
+  const int flags = ::fcntl(desc_->fd.get(), F_GETFL);  // asked only when needed
+  return flags >= 0 && (flags & O_ACCMODE) != O_RDONLY;
+}
 
 bool Lock::held() const {
   if (state_ != State::kHeld) return false;
@@ -211,13 +219,14 @@ Status Lock::Downgrade() {
   if (state_ == State::kReleased) return Status::Error(ENOLCK);
   if (held() && mode_ == LOCK_SH) return Status::Ok();
   if (state_ == State::kHeld && held()) {
-    // The exclusive hold still covers everything, so the shared one is
-    // granted at once; giving back the exclusive one then lowers the mode.
-    const Status status = Take(desc_, RangeMode::kShared, Deadline::Now());
-    if (!status.ok()) return status;
-    Give(desc_, ToRangeMode(mode_));
+    // Only lowers: never waits, never fails.
+    if (whole_) {
+      registry().DowngradeWhole(desc_);
+    } else {
+      registry().DowngradeRange(desc_, start_, end_);
+    }
     mode_ = LOCK_SH;
-    return status;
+    return Status::Ok();
   }
   if (state_ == State::kHeld) {  // a whole-file lock flock(2) dropped
     Give(desc_, ToRangeMode(mode_));

@@ -113,9 +113,15 @@ class Lock final {
   Pos end() const { return end_; }
   // The registry's descriptor for the lock's OFD (-1 once released).
   int fd() const { return desc_ ? desc_->fd.get() : -1; }
-  bool writable() const { return desc_ && desc_->writable; }
+  // Whether the lock's descriptor is open for writing.
+  bool writable() const;
   const std::string& path() const { return path_; }
   InodeKey inode() const { return desc_ ? desc_->inode : InodeKey(); }
+  // Says that a descriptor the caller made (a dup of fd()) shares the
+  // lock's OFD, so it is never reused as a fresh one.
+  void MarkShared() {
+    if (desc_ != nullptr) Registry::Get().MarkShared(desc_);
+  }
   // True in the process that took the lock.
   bool InOwnerProcess() const;
 

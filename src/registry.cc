@@ -92,37 +92,20 @@ Status InodeOf(int fd, InodeKey* key) {
   return Status::Ok();
 }
 
-// Without kcmp: whether candidate shares desc's OFD, told by the kernel's
-// own lock records. An OFD does not see its own range locks (F_OFD_GETLK
-// through it reports no conflict where only it holds), and
-// /proc/self/fdinfo lists the flock(2) lock of exactly that OFD. A
-// description that holds nothing needs no match: nothing can compose.
-bool SameDescriptionByLocks(bool ofd, int candidate, const Description& desc) {
-  if (ofd && !desc.ranges.empty()) {
-    Pos first = 0;
-    bool found = false;
-    desc.ranges.Walk(0, kRangeEnd, [&](Pos a, Pos, const Holds& h) {
-      if (!found && h.mode() != RangeMode::kNone) {
-        first = a;
-        found = true;
-      }
-    });
-    struct flock fl = MakeFlock(F_WRLCK, first, first + 1);
-#ifdef F_OFD_GETLK
-    if (::fcntl(candidate, F_OFD_GETLK, &fl) == 0) return fl.l_type == F_UNLCK;
-#endif
-    return false;
-  }
-  if (desc.whole.mode() == RangeMode::kNone) return false;
-  char name[64];
-  ::snprintf(name, sizeof name, "/proc/self/fdinfo/%d", candidate);
-  UniqueFd info(::open(name, O_RDONLY | O_CLOEXEC));
-  if (!info.valid()) return false;
-  char buf[4096];
-  const ssize_t n = ::read(info.get(), buf, sizeof buf - 1);
-  if (n <= 0) return false;
-  buf[n] = '\0';
-  return ::strstr(buf, "FLOCK") != nullptr;
+// Without kcmp: whether a and b share one OFD, told by its status flags,
+// which belong to the OFD: flip O_NONBLOCK through b and look through a.
+// Only for regular files and directories, where O_NONBLOCK changes nothing
+// for anyone's I/O meanwhile. Requires mutex_ (one flip at a time).
+bool SameFileByFlags(int a, int b) {
+  struct stat st;
+  if (::fstat(a, &st) != 0 || !(S_ISREG(st.st_mode) || S_ISDIR(st.st_mode))) return false;
+  const int fa = ::fcntl(a, F_GETFL);
+  const int fb = ::fcntl(b, F_GETFL);
+  if (fa < 0 || fb < 0 || ((fa ^ fb) & O_NONBLOCK) != 0) return false;
+  if (::fcntl(b, F_SETFL, fb ^ O_NONBLOCK) != 0) return false;
+  const int after = ::fcntl(a, F_GETFL);
+  ::fcntl(b, F_SETFL, fb);
+  return after >= 0 && ((after ^ fa) & O_NONBLOCK) != 0;
 }
 
 }  // namespace
@@ -162,6 +145,7 @@ void Registry::ChildAfterFork() {
     desc->pending = RangeTable();
     desc->whole = Holds();
     desc->whole_lost = false;
+    desc->whole_inflight = 0;
   }
   self.inodes_.clear();
 }
@@ -185,7 +169,7 @@ Description* Registry::Match(int fd, const InodeKey& inode) const {
   if (it == inodes_.end()) return nullptr;
   for (Description* desc : it->second.descriptions) {
     int same = SameFile(fd, desc->fd.get());
-    if (same < 0) same = SameDescriptionByLocks(ofd_, fd, *desc);
+    if (same < 0) same = SameFileByFlags(fd, desc->fd.get());
     if (same == 1) return desc;
   }
   return nullptr;
@@ -201,7 +185,23 @@ Status Registry::Adopt(int fd, Description** out) {
     *out = desc;
     return status;
   }
-  UniqueFd dup(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
+  // Classic fallback: a duplicate kept idle for this very OFD serves again,
+  // so repeated calls on one handle cannot pile descriptors up.
+  UniqueFd dup;
+  auto it = inodes_.find(inode);
+  if (it != inodes_.end()) {
+    auto& idle = it->second.idle;
+    for (auto i = idle.begin(); i != idle.end(); ++i) {
+      int same = SameFile(fd, i->fd.get());
+      if (same < 0) same = SameFileByFlags(fd, i->fd.get());
+      if (same == 1) {
+        dup = std::move(i->fd);
+        idle.erase(i);
+        break;
+      }
+    }
+  }
+  if (!dup.valid()) dup.reset(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
   if (!dup.valid()) return Status::Error(errno);
   *out = NewDescription(std::move(dup), inode, false);
   (*out)->adopted = true;
@@ -350,9 +350,39 @@ void Registry::SyncKernel(Description* desc, Pos start, Pos end) {
   }
 }
 
-// An in-process conflict (classic backend) is waited for in slices, so the
-// caller can run signal handlers in between (EINTR, then call again).
+// An in-process wait (another owner's conflicting hold in the classic
+// backend, or another request of this process on the same bytes still at
+// the kernel) lasts at most this long, so the caller can run signal handlers
+// in between (EINTR, then call again).
 constexpr auto kInProcessSlice = std::chrono::milliseconds(100);
+
+// The end of one in-process wait: a slice from now, or the deadline if
+// sooner.
+std::chrono::steady_clock::time_point SliceEnd(const Deadline& deadline) {
+  const auto slice = std::chrono::steady_clock::now() + kInProcessSlice;
+  if (deadline.is_never()) return slice;
+  // steady_clock is CLOCK_MONOTONIC, the deadline's clock.
+  const std::chrono::steady_clock::time_point when(
+      std::chrono::seconds(deadline.when().tv_sec) +
+      std::chrono::nanoseconds(deadline.when().tv_nsec));
+  return std::min(slice, when);
+}
+
+// Requires mutex_, held by `hold`. Waits (one slice at most) until busy()
+// is false: Ok then; EWOULDBLOCK for an immediate deadline; ETIMEDOUT once
+// the deadline has passed; EINTR at the end of a slice (run handlers, call
+// again).
+template <typename Busy>
+Status Registry::WaitInProcess(std::unique_lock<std::mutex>* hold,
+                               const Deadline& deadline, Busy&& busy) {
+  if (!busy()) return Status::Ok();
+  if (deadline.is_immediate()) return Status::Error(EWOULDBLOCK);
+  if (deadline.Expired()) return Status::Error(ETIMEDOUT);
+  if (released_.wait_until(*hold, SliceEnd(deadline), [&] { return !busy(); })) {
+    return Status::Ok();
+  }
+  return Status::Error(deadline.Expired() ? ETIMEDOUT : EINTR);
+}
 
 Status Registry::TakeRange(Description* desc, RangeMode mode, Pos start, Pos end,
                            const Deadline& deadline) {
@@ -360,31 +390,34 @@ Status Registry::TakeRange(Description* desc, RangeMode mode, Pos start, Pos end
   unsigned long gives_before;
   {
     std::unique_lock<std::mutex> hold(mutex_);
-    if (!ofd_) {
-      Conflict conflict;
-      if (ConflictsInProcess(desc->inode, desc, mode, start, end, &conflict)) {
-        if (deadline.is_immediate()) return Status::Error(EWOULDBLOCK);
-        // Only another thread can end this wait: with no deadline that
-        // would be a self-deadlock, which classic locks report as EDEADLK.
-        if (deadline.is_never()) return Status::Error(EDEADLK);
-        if (deadline.Expired()) return Status::Error(ETIMEDOUT);
-        released_.wait_for(hold, kInProcessSlice);
-        if (ConflictsInProcess(desc->inode, desc, mode, start, end, &conflict)) {
-          return Status::Error(deadline.Expired() ? ETIMEDOUT : EINTR);
-        }
-      }
-    }
-    // Every byte goes to the kernel, in the strongest mode wanted there:
-    // the record never stands in for the kernel's answer. Requests still
-    // in flight (pending) do not count as granted.
-    const RangeTable& table = KernelTable(desc);
-    const RangeTable& pending = PendingTable(desc);
-    table.Walk(start, end, [&](Pos a, Pos b, const Holds& holds) {
-      pending.Walk(a, b, [&](Pos c, Pos d, const Holds& flying) {
-        const Holds granted{holds.shared - flying.shared,
-                            holds.exclusive - flying.exclusive};
-        AddRun(&runs, c, d, std::max(granted.mode(), mode));
+    // Classic locks: another owner in this process holding conflicting
+    // bytes is a conflict the kernel cannot see. Only another thread can
+    // end that wait: with no deadline it would be a self-deadlock, which
+    // classic locks report as EDEADLK.
+    Conflict conflict;
+    auto conflicts = [&] {
+      return !ofd_ && ConflictsInProcess(desc->inode, desc, mode, start, end, &conflict);
+    };
+    if (deadline.is_never() && conflicts()) return Status::Error(EDEADLK);
+    // And one request at a time on any byte of one OFD (classic: of the
+    // process) may be at the kernel: a request decided before another was
+    // granted would, granted after it, set the bytes to a mode decided
+    // without it -- a shared grant landing on bytes just made exclusive
+    // would lower them under the exclusive guard.
+    const RangeTable& in_flight = PendingTable(desc);
+    const Status turn = WaitInProcess(&hold, deadline, [&] {
+      bool busy = false;
+      in_flight.Walk(start, end, [&](Pos, Pos, const Holds& flying) {
+        busy = busy || flying != Holds();
       });
+      return busy || conflicts();
+    });
+    if (!turn.ok()) return turn;
+    // Every byte goes to the kernel, in the strongest mode wanted there
+    // (no other request on these bytes is in flight now, so the record is
+    // what was granted): the record never stands in for the kernel's answer.
+    KernelTable(desc).Walk(start, end, [&](Pos a, Pos b, const Holds& holds) {
+      AddRun(&runs, a, b, std::max(holds.mode(), mode));
     });
     Record(desc, mode, start, end, +1);
     PendingTable(desc).Add(start, end, mode, +1);
@@ -399,10 +432,10 @@ Status Registry::TakeRange(Description* desc, RangeMode mode, Pos start, Pos end
   }
   std::lock_guard<std::mutex> hold(mutex_);
   PendingTable(desc).Add(start, end, mode, -1);
+  released_.notify_all();
   if (!status.ok()) {
     Record(desc, mode, start, end, -1);
     SyncKernel(desc, start, end);
-    if (!ofd_) released_.notify_all();
   } else if (gives_ != gives_before) {
     // A hold given back meanwhile may have lowered bytes this request
     // asked for again in a stronger mode: settle on what is wanted now.
@@ -413,6 +446,20 @@ Status Registry::TakeRange(Description* desc, RangeMode mode, Pos start, Pos end
 
 void Registry::GiveRange(Description* desc, RangeMode mode, Pos start, Pos end) {
   std::lock_guard<std::mutex> hold(mutex_);
+  Lower(desc, mode, start, end);
+}
+
+void Registry::DowngradeRange(Description* desc, Pos start, Pos end) {
+  std::lock_guard<std::mutex> hold(mutex_);
+  Record(desc, RangeMode::kShared, start, end, +1);
+  Lower(desc, RangeMode::kExclusive, start, end);
+}
+
+// Requires mutex_. Withdraws one hold of mode on [start, end) and lowers
+// the kernel's mode where the remaining holds want less. Only ever lowers,
+// so it needs no turn at the kernel: whatever a request still in flight was
+// decided as, it wants at least what it will set.
+void Registry::Lower(Description* desc, RangeMode mode, Pos start, Pos end) {
   Record(desc, mode, start, end, -1);
   ++gives_;
   std::vector<Run> runs;
@@ -445,13 +492,20 @@ int FlockOperation(RangeMode mode) {
 Status Registry::TakeWhole(Description* desc, RangeMode mode, const Deadline& deadline) {
   RangeMode want;
   {
-    std::lock_guard<std::mutex> hold(mutex_);
+    std::unique_lock<std::mutex> hold(mutex_);
+    // As for ranges: one whole-file request per OFD at the kernel at a time.
+    const Status turn =
+        WaitInProcess(&hold, deadline, [&] { return desc->whole_inflight > 0; });
+    if (!turn.ok()) return turn;
     want = std::max(desc->whole.mode(), mode);
     desc->whole.Add(mode, +1);
+    ++desc->whole_inflight;
   }
   // Always asked: flock(2) answers at once when the OFD holds that mode.
   const Status status = Flock(desc->fd.get(), FlockOperation(want), deadline);
   std::lock_guard<std::mutex> hold(mutex_);
+  --desc->whole_inflight;
+  released_.notify_all();
   if (status.ok()) {
     desc->whole_lost = false;
     return status;
@@ -469,6 +523,17 @@ Status Registry::TakeWhole(Description* desc, RangeMode mode, const Deadline& de
 
 void Registry::GiveWhole(Description* desc, RangeMode mode) {
   std::lock_guard<std::mutex> hold(mutex_);
+  LowerWhole(desc, mode);
+}
+
+void Registry::DowngradeWhole(Description* desc) {
+  std::lock_guard<std::mutex> hold(mutex_);
+  desc->whole.Add(RangeMode::kShared, +1);
+  LowerWhole(desc, RangeMode::kExclusive);
+}
+
+// Requires mutex_. As Lower, for the whole-file hold.
+void Registry::LowerWhole(Description* desc, RangeMode mode) {
   const RangeMode before = desc->whole.mode();
   desc->whole.Add(mode, -1);
   const RangeMode after = desc->whole.mode();
@@ -480,6 +545,11 @@ void Registry::GiveWhole(Description* desc, RangeMode mode) {
   } else if (after != before || desc->whole_lost) {
     desc->whole_lost = ::flock(desc->fd.get(), FlockOperation(after) | LOCK_NB) != 0;
   }
+}
+
+void Registry::MarkShared(Description* desc) {
+  std::lock_guard<std::mutex> hold(mutex_);
+  desc->adopted = true;
 }
 
 bool Registry::WholeLost(const Description* desc) {

@@ -69,13 +69,14 @@ struct Description {
   InodeKey inode;
   UniqueFd fd;             // the registry's own descriptor (close-on-exec)
   bool writable = false;   // opened for writing (known for opened paths only)
-  bool adopted = false;    // a duplicate of a caller's descriptor
+  bool adopted = false;    // shares its OFD with a descriptor not ours
   bool inherited = false;  // copied by fork(): holds nothing here
   bool whole_lost = false;  // flock(2) dropped the whole-file lock (see TakeWhole)
   int refs = 0;            // Locks pointing here
   RangeTable ranges;       // range holds, including requests at the kernel
   RangeTable pending;      // just the requests still at the kernel
   Holds whole;             // whole-file holds
+  int whole_inflight = 0;  // whole-file requests at the kernel (at most 1)
 };
 
 class Registry final {
@@ -117,12 +118,22 @@ class Registry final {
   // still want. Never blocks.
   void GiveRange(Description* desc, RangeMode mode, Pos start, Pos end);
 
+  // Turns one exclusive hold on [start, end) into a shared one. Never
+  // blocks, never waits for another request.
+  void DowngradeRange(Description* desc, Pos start, Pos end);
+
   // The same for whole-file (flock(2)) holds. flock(2) conversions are not
   // atomic: a wait for exclusive may drop the shared lock desc held; if it
   // cannot be taken back at once after a failed wait, desc->whole_lost is
   // set until a later request succeeds.
   Status TakeWhole(Description* desc, RangeMode mode, const Deadline& deadline);
   void GiveWhole(Description* desc, RangeMode mode);
+  void DowngradeWhole(Description* desc);
+
+  // Says that a descriptor outside the registry now shares desc's OFD (a
+  // Perl handle made for the lock): once idle, desc's descriptor is never
+  // handed out again as a fresh OFD.
+  void MarkShared(Description* desc);
 
   // Whether desc's whole-file hold has been lost (see TakeWhole).
   bool WholeLost(const Description* desc);
@@ -182,12 +193,17 @@ class Registry final {
   void SyncKernel(Description* desc, Pos start, Pos end);
   RangeTable& KernelTable(Description* desc);
   RangeTable& PendingTable(Description* desc);
+  template <typename Busy>
+  Status WaitInProcess(std::unique_lock<std::mutex>* hold, const Deadline& deadline,
+                       Busy&& busy);
+  void Lower(Description* desc, RangeMode mode, Pos start, Pos end);
+  void LowerWhole(Description* desc, RangeMode mode);
   void Record(Description* desc, RangeMode mode, Pos start, Pos end, int delta);
   void DropIfUnused(const InodeKey& key);
 
   const bool ofd_;
   std::mutex mutex_;
-  std::condition_variable released_;  // classic: in-process waiters
+  std::condition_variable released_;  // in-process waiters (WaitInProcess)
   std::map<InodeKey, Inode> inodes_;
   // Every Description with references, inherited ones included.
   std::map<const Description*, std::unique_ptr<Description>> descriptions_;

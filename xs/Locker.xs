@@ -357,8 +357,12 @@ guard_lookup(pTHX_ SV *self)
     if (!SvOBJECT(referent) || SvTYPE(referent) < SVt_PVMG)
         return NULL;
     MAGIC *const mg = mg_findext(referent, PERL_MAGIC_ext, &guard_vtbl);
-    Guard *const guard = mg ? (Guard *)mg->mg_ptr : NULL;
-    return guard && guard->self == referent ? guard : NULL;
+    /* mg_obj names the referent the magic was made for, so a copy is told
+     * apart without touching a Guard the original may have freed. */
+    if (!mg || mg->mg_obj != referent || !mg->mg_ptr)
+        return NULL;
+    Guard *const guard = (Guard *)mg->mg_ptr;
+    return guard->self == referent ? guard : NULL;
 }
 
 /* The same, croaking naming the method and the expected class. */
@@ -462,11 +466,9 @@ take_kept_handle(pTHX_ const locker::Lock &lock)
 int
 guard_free(pTHX_ SV *sv, MAGIC *mg)
 {
+    if (mg->mg_obj != sv || !mg->mg_ptr)
+        return 0; /* a copy's magic, or freed already: owns nothing */
     std::unique_ptr<Guard> guard((Guard *)mg->mg_ptr);
-    if (!guard || guard->self != sv) {
-        (void)guard.release(); /* a copy's magic: owns nothing */
-        return 0;
-    }
     mg->mg_ptr = NULL;
     const locker::InodeKey inode = guard->lock.inode();
     guard_release(aTHX_ guard.get());
@@ -495,7 +497,7 @@ new_guard_object(pTHX_ std::unique_ptr<Guard> guard)
     dMY_CXT;
     SV *const object = newSV_type(SVt_PVMG);
     guard->self = object;
-    (void)sv_magicext(object, NULL, PERL_MAGIC_ext, &guard_vtbl, (const char *)guard.release(), 0);
+    (void)sv_magicext(object, object, PERL_MAGIC_ext, &guard_vtbl, (const char *)guard.release(), 0);
     SV *const rv = sv_2mortal(newRV_noinc(object));
     (void)sv_bless(rv, MY_CXT.guard_stash);
     return rv;
@@ -916,9 +918,11 @@ void
 _descriptor(self)
     SV *self
   PPCODE:
-    const Guard *guard = guard_from(aTHX_ self, "fh");
+    Guard *guard = guard_from(aTHX_ self, "fh");
     if (guard_released(guard))
         XSRETURN_EMPTY;
+    /* The caller makes a Perl handle sharing the lock's description. */
+    guard->lock.MarkShared();
     EXTEND(SP, 3);
     mPUSHi(guard->lock.fd());
     PUSHs(boolSV(guard->lock.writable()));

@@ -579,24 +579,21 @@ TEST_F(RegistryTest, ClassicKeptDescriptorsStayBounded) {
 
 // ---- Threads -----------------------------------------------------------------
 
-// Disabled: fails today, in both modes. Registry::TakeRange decides the
-// mode of each piece of a request under the mutex and then asks the kernel
-// without it; a request that was decided "shared" and is granted after an
-// exclusive request on the same description and bytes turns those bytes
-// shared in the kernel, while the exclusive guard still counts them as its
-// own. No later step raises them again.
-TEST_F(RegistryTest, DISABLED_AWaitingSharedRequestDoesNotLowerAnExclusiveOne) {
-  // Two guards on one open file description: a shared request that waits
-  // in the kernel, and an exclusive one on part of its bytes granted
-  // meanwhile. Whichever lands last, the kernel must end up holding the
-  // exclusive bytes exclusively.
+// Two requests on overlapping bytes of one description are served one at a
+// time: a request decided "shared" and granted after an exclusive one on the
+// same bytes would otherwise turn them shared in the kernel under the
+// exclusive guard. Here a shared request waits in the kernel; an exclusive
+// request on part of its bytes through a dup of the same description must
+// not be granted before it, and once both are granted the kernel holds the
+// exclusive bytes exclusively.
+TEST_F(RegistryTest, AWaitingSharedRequestDoesNotLowerAnExclusiveOne) {
   KernelProbe probe(path_);
   ASSERT_TRUE(probe.ok());
   HolderProcess blocker(path_, F_WRLCK, 50, 10);
   ASSERT_TRUE(blocker.held());
   UniqueFd dup = Dup(fd_.get());
   Lock waiting, exclusive;
-  std::future<Status> granted = std::async(std::launch::async, [&] {
+  std::future<Status> shared_granted = std::async(std::launch::async, [&] {
     const Deadline deadline = Deadline::After(30);
     return UntilNotInterrupted([&] {
       return waiting.AcquireDescriptor(fd_.get(), LOCK_SH, 0, 100, deadline);
@@ -605,13 +602,21 @@ TEST_F(RegistryTest, DISABLED_AWaitingSharedRequestDoesNotLowerAnExclusiveOne) {
   struct stat st {};
   ASSERT_EQ(0, ::fstat(fd_.get(), &st));
   ASSERT_TRUE(WaitForRangeWaiter(st.st_ino)) << "the shared request never waited";
-  ASSERT_OK(exclusive.AcquireDescriptor(dup.get(), LOCK_EX, 0, 10,
-                                        Deadline::Now()));
-  EXPECT_EQ(F_WRLCK, probe.Meets(F_RDLCK, 0, 10));
+  // While the shared request is at the kernel, an overlapping request on the
+  // same description is not asked for: one try says busy.
+  EXPECT_ERR(EWOULDBLOCK, exclusive.AcquireDescriptor(dup.get(), LOCK_EX, 0, 10,
+                                                      Deadline::Now()));
+  std::future<Status> exclusive_granted = std::async(std::launch::async, [&] {
+    const Deadline deadline = Deadline::After(30);
+    return UntilNotInterrupted([&] {
+      return exclusive.AcquireDescriptor(dup.get(), LOCK_EX, 0, 10, deadline);
+    });
+  });
   blocker.Release();
-  ASSERT_OK(granted.get());
+  ASSERT_OK(shared_granted.get());
+  ASSERT_OK(exclusive_granted.get());
   EXPECT_EQ(F_WRLCK, probe.Meets(F_RDLCK, 0, 10))
-      << "the shared request, granted last, lowered the exclusive guard's bytes";
+      << "the exclusive guard's bytes are not exclusive";
   EXPECT_EQ(F_RDLCK, probe.Meets(F_WRLCK, 10, 90));
   exclusive.Release();
   EXPECT_EQ(F_RDLCK, probe.Meets(F_WRLCK, 0, 100));
@@ -788,11 +793,10 @@ void RegistryThreadsTest::Run(bool mixed_ranges) {
 
 TEST_F(RegistryThreadsTest, OneRangeModePerDescription) { Run(false); }
 
-// Disabled while concurrent range requests of both modes on one open file
-// description can lower each other in the kernel (see
-// DISABLED_AWaitingSharedRequestDoesNotLowerAnExclusiveOne): with OFD
-// locks it then finds two descriptions holding conflicting ranges.
-TEST_F(RegistryThreadsTest, DISABLED_MixedRangeModesOnOneDescription) {
+// Both range modes on every description: requests of both modes through one
+// open file description must never lower each other in the kernel (see
+// AWaitingSharedRequestDoesNotLowerAnExclusiveOne).
+TEST_F(RegistryThreadsTest, MixedRangeModesOnOneDescription) {
   Run(true);
 }
 
