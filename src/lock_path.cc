@@ -5,6 +5,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <utility>
+
 namespace locker {
 
 namespace {
@@ -12,6 +14,16 @@ namespace {
 bool IsReadOnlyFallbackError(int err) {
   return err == EACCES || err == EPERM || err == EROFS || err == EISDIR ||
          err == ETXTBSY;
+}
+
+// A FIFO or a socket is no lock file: refused with one errno. (Opening a
+// socket already fails with ENXIO; a FIFO opens, without blocking, and is
+// refused here.)
+Status RefuseNonFiles(int fd) {
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return Status::Error(errno);
+  if (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)) return Status::Error(kNotALockFileErrno);
+  return Status::Ok();
 }
 
 }  // namespace
@@ -24,12 +36,14 @@ bool PathNamesInode(const std::string& path, bool follow, dev_t dev, ino_t ino) 
 
 Status OpenLockFile(const std::string& path, const PathOptions& options,
                     UniqueFd* fd, bool* writable) {
-  int flags = O_CLOEXEC | O_NOCTTY;
+  // O_NONBLOCK: opening a FIFO (even read-only, as the fallback does) or a
+  // device must not wait for a peer; it is cleared below.
+  int flags = O_CLOEXEC | O_NOCTTY | O_NONBLOCK;
   if (!options.follow_symlinks) flags |= O_NOFOLLOW;
   if (options.create) flags |= O_CREAT;
   int raw = ::open(path.c_str(), flags | O_RDWR, options.perms);
   *writable = raw >= 0;
-  if (raw < 0 && IsReadOnlyFallbackError(errno)) {
+  if (raw < 0 && !options.need_write && IsReadOnlyFallbackError(errno)) {
     // Another user's lock file, a read-only mount or a directory: flock(2)
     // works on a read-only descriptor. Linux refuses O_CREAT on an existing
     // directory, so a directory is opened without it.
@@ -37,8 +51,22 @@ Status OpenLockFile(const std::string& path, const PathOptions& options,
     raw = ::open(path.c_str(), flags | O_RDONLY, options.perms);
   }
   if (raw < 0) return Status::Error(errno);
-  fd->reset(raw);
+  UniqueFd opened(raw);
+  Status status = RefuseNonFiles(opened.get());
+  if (!status.ok()) return status;
+  // The guard's fh() shares this open file description: leave it blocking,
+  // as a handle the caller opened would be. (F_SETFL ignores access modes.)
+  if (::fcntl(opened.get(), F_SETFL, flags & ~O_NONBLOCK) != 0) return Status::Error(errno);
+  *fd = std::move(opened);
   return Status::Ok();
+}
+
+Status OpenQueryFile(const std::string& path, UniqueFd* fd) {
+  UniqueFd opened(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
+  if (!opened.valid()) return Status::Error(errno);
+  const Status status = RefuseNonFiles(opened.get());
+  if (status.ok()) *fd = std::move(opened);
+  return status;
 }
 
 }  // namespace locker
