@@ -61,8 +61,9 @@ std::map<InodeKey, InodeEntry> g_by_inode;
 
 bool DetectOfd() {
 #ifdef F_OFD_SETLK
+  // Perl's truth: unset, "" and "0" are false, anything else is true.
   const char* no_ofd = ::getenv("FILE_LOCKER_NO_OFD");
-  return !(no_ofd && *no_ofd && *no_ofd != '0');
+  return !(no_ofd && *no_ofd && std::string(no_ofd) != "0");
 #else
   return false;
 #endif
@@ -369,8 +370,8 @@ Status FindConflict(int fd, int mode, off_t start, off_t end, Conflict* out) {
 
 Status FindConflictAt(const std::string& path, int mode, off_t start, off_t end,
                       Conflict* out) {
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
-  if (!fd.valid()) return Status::Error(errno);
+  UniqueFd fd;
+  if (const Status opened = OpenQueryFile(path, &fd); !opened.ok()) return opened;
   const Status status = FindConflict(fd.get(), mode, start, end, out);
   CloseKeepingLocks(std::move(fd));
   return status;
