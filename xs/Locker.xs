@@ -96,62 +96,111 @@ descriptor_number(pTHX_ SV *sv, int *fd)
     return false;
 }
 
-/* Resolves flock's first argument the way CORE::flock does (glob, glob ref,
- * IO object, or a handle name in the caller's package), plus a descriptor
- * number. Returns the descriptor and the stream to flush (NULL for a bare
- * descriptor), or -1 with errno set after warning as core does. Croaks where
- * core's rv2gv croaks. */
-int
-flock_target(pTHX_ SV *arg, PerlIO **fpp)
-{
+/* flock's first argument, resolved as core's rv2gv resolves it. */
+struct FlockTarget {
     GV *gv = NULL;
     IO *io = NULL;
-    SV *name = NULL;
-    int fd;
+    SV *name = NULL; /* names a handle that has no glob, for warnings */
+    int fd = -1;     /* set for a descriptor number */
+};
 
-    *fpp = NULL;
+/* Resolves flock's first argument the way CORE::flock does (glob, glob ref,
+ * IO object, an object overloading *{}, or a handle name in the caller's
+ * package), plus a descriptor number. Croaks where core's rv2gv croaks;
+ * warns nothing (flock_descriptor does, after the operation is read, in
+ * core's order). */
+FlockTarget
+flock_target(pTHX_ SV *arg)
+{
+    FlockTarget target;
     SvGETMAGIC(arg);
+    if (SvROK(arg) && SvAMAGIC(arg)) /* *{} overloading, as rv2gv calls it */
+        arg = amagic_deref_call(arg, to_gv_amg);
     if (SvROK(arg)) {
-        SV *const target = SvRV(arg);
-        if (isGV_with_GP(target))
-            gv = (GV *)target;
-        else if (SvTYPE(target) == SVt_PVIO) {
-            io = (IO *)target;
-            name = newSVpvs_flags("__ANONIO__", SVs_TEMP); /* as core names it */
+        SV *const referent = SvRV(arg);
+        if (isGV_with_GP(referent))
+            target.gv = (GV *)referent;
+        else if (SvTYPE(referent) == SVt_PVIO) {
+            target.io = (IO *)referent;
+            target.name = newSVpvs_flags("__ANONIO__", SVs_TEMP); /* as core names it */
         }
         else
             Perl_croak(aTHX_ "Not a GLOB reference");
     }
     else if (isGV_with_GP(arg)) {
-        gv = (GV *)arg;
+        target.gv = (GV *)arg;
     }
     else if (!SvOK(arg)) {
         Perl_croak(aTHX_ "Can't use an undefined value as a symbol reference");
     }
-    else if (descriptor_number(aTHX_ arg, &fd)) {
-        return fd;
-    }
-    else {
+    else if (!descriptor_number(aTHX_ arg, &target.fd)) {
         /* At run time an unqualified name resolves in CopSTASH(PL_curcop),
          * which for an XSUB is the calling statement's package. */
-        gv = gv_fetchsv_nomg(arg, 0, SVt_PVIO);
-        name = arg;
+        target.gv = gv_fetchsv_nomg(arg, 0, SVt_PVIO);
+        target.name = arg;
     }
-    if (gv)
-        io = GvIO(gv);
-    PerlIO *const fp = io ? IoIFP(io) : NULL;
+    if (target.gv)
+        target.io = GvIO(target.gv);
+    return target;
+}
+
+/* The descriptor behind a resolved flock target and the stream to flush
+ * (NULL for a bare descriptor), or -1 with errno EBADF after warning as
+ * core does. */
+int
+flock_descriptor(pTHX_ const FlockTarget &target, PerlIO **fpp)
+{
+    *fpp = NULL;
+    if (target.fd >= 0)
+        return target.fd;
+    PerlIO *const fp = target.io ? IoIFP(target.io) : NULL;
     if (!fp) {
-        report_evil_fh(aTHX_ gv, io, name);
+        report_evil_fh(aTHX_ target.gv, target.io, target.name);
         errno = EBADF;
         return -1;
     }
-    fd = PerlIO_fileno(fp);
+    const int fd = PerlIO_fileno(fp);
     if (fd < 0) { /* in-memory or tied stream: nothing to lock */
         errno = EBADF;
         return -1;
     }
     *fpp = fp;
     return fd;
+}
+
+/* Reads flock's OPERATION as core's pp_flock does (numeric conversion, with
+ * its "isn't numeric" and "uninitialized" warnings), but returns -1 (so the
+ * engine says EINVAL) unless the value is exactly an integer in int's range:
+ * 2.5 or 2**32 + LOCK_EX must not lock.
+ *
+ * Core words those warnings after the running op, OP_DESC(PL_op), and names
+ * the variable by searching that op's children. Ours would say "subroutine
+ * entry", so the conversion runs under a copy of the calling entersub op
+ * that calls itself flock and keeps the same children: the warnings then
+ * read exactly as core's. PL_op is put back through the save stack, so a
+ * fatal warning cannot leave it pointing at the copy. */
+int
+flock_operation(pTHX_ SV *sv)
+{
+    NV value;
+    SvGETMAGIC(sv);
+    if (SvIOK(sv) || SvNOK(sv) || !PL_op || PL_op->op_type != OP_ENTERSUB) {
+        value = SvNV_nomg(sv);
+    }
+    else {
+        UNOP as_flock;
+        Copy(PL_op, &as_flock, 1, UNOP);
+        as_flock.op_type = OP_FLOCK;
+        as_flock.op_ppaddr = PL_ppaddr[OP_FLOCK];
+        ENTER;
+        SAVEOP();
+        PL_op = (OP *)&as_flock;
+        value = SvNV_nomg(sv);
+        LEAVE;
+    }
+    if (!(value >= INT_MIN && value <= INT_MAX) || value != floor(value))
+        return -1;
+    return (int)value;
 }
 
 /* Reads an optional timeout for flock: undef/absent -> unbounded; a
@@ -211,6 +260,7 @@ struct Guard final {
     PerlInterpreter *owner = nullptr; /* the interpreter (ithread) that locked */
     SV *handle = nullptr;             /* counted: user's handle, or fh()'s dup */
     bool borrowed = false;            /* locked through the user's handle */
+    bool path_utf8 = false;           /* PATH was a character string: path() says so */
 };
 
 /* Calls fn on whichever lock the guard holds (both have the same methods). */
@@ -273,13 +323,14 @@ is_handle(pTHX_ SV *sv)
 int
 lock_mode(pTHX_ SV *sv, const char *func)
 {
-    if (SvGETMAGIC(sv), !SvOK(sv) || !looks_like_number(sv))
+    SvGETMAGIC(sv);
+    /* Exactly an integer: 2.5 must not pass as LOCK_EX. */
+    const NV value = SvOK(sv) && looks_like_number(sv) ? SvNV_nomg(sv) : -1;
+    const int mode = value >= 0 && value <= INT_MAX && value == floor(value) ? (int)value : -1;
+    const int base = mode & ~LOCK_NB;
+    if (mode < 0 || (base != LOCK_SH && base != LOCK_EX))
         Perl_croak(aTHX_ "%s: MODE must be LOCK_SH or LOCK_EX, optionally | LOCK_NB", func);
-    const IV mode = SvIV_nomg(sv);
-    const IV base = mode & ~(IV)LOCK_NB;
-    if (base != LOCK_SH && base != LOCK_EX)
-        Perl_croak(aTHX_ "%s: MODE must be LOCK_SH or LOCK_EX, optionally | LOCK_NB", func);
-    return (int)mode;
+    return mode;
 }
 
 /* A timeout option: undef -> unbounded; otherwise a non-negative number. */
@@ -552,6 +603,7 @@ take_lock(pTHX_ SV *target, int mode, const ByteRange &range,
             if (status.ok()) {
                 guard->owner = aTHX;
                 guard->borrowed = by_handle;
+                guard->path_utf8 = !by_handle && SvUTF8(target);
                 if (by_handle)
                     guard->handle = SvROK(target) ? newSVsv(target) : newRV_inc(target);
                 return new_guard_object(aTHX_ std::move(guard));
@@ -609,8 +661,11 @@ flock(fh, operation, timeout = NULL)
     PerlIO *fp;
     locker::Deadline deadline = locker::Deadline::Never();
   CODE:
-    const int fd = flock_target(aTHX_ fh, &fp);
-    const int op = (int)SvIV(operation);
+    /* In core's order: the handle is resolved (croaks), then the operation
+     * read (warns), then a handle without a stream reported (warns). */
+    const FlockTarget target = flock_target(aTHX_ fh);
+    const int op = flock_operation(aTHX_ operation);
+    const int fd = flock_descriptor(aTHX_ target, &fp);
     RETVAL = 0;
     if (fd >= 0 && flock_deadline(aTHX_ timeout, &deadline)) {
         if (fp)
@@ -659,6 +714,7 @@ lock_range(target, mode, offset, length, ...)
     const ByteRange range = range_arguments(aTHX_ offset, length, "lock_range");
     LockOptions options;
     lock_options(aTHX_ &ST(4), items - 4, "lock_range", &options);
+    options.path.need_write = (lock & ~LOCK_NB) == LOCK_EX; /* F_WRLCK needs it */
     if (!is_handle(aTHX_ target))
         (void)path_argument(aTHX_ target, "lock_range");
     SV *const guard = take_lock(aTHX_ target, lock, range, options, "lock_range");
@@ -780,7 +836,7 @@ path(self)
         XSRETURN_UNDEF;
     const std::string &path =
         with_lock(guard, [](const auto &lock) -> const std::string & { return lock.path(); });
-    ST(0) = sv_2mortal(newSVpvn(path.data(), path.size()));
+    ST(0) = sv_2mortal(newSVpvn_flags(path.data(), path.size(), guard->path_utf8 ? SVf_UTF8 : 0));
     XSRETURN(1);
 
 void
