@@ -50,7 +50,18 @@ Status OpenLockFile(const std::string& path, const PathOptions& options,
     if (errno == EISDIR) flags &= ~O_CREAT;
     raw = ::open(path.c_str(), flags | O_RDONLY, options.perms);
   }
-  if (raw < 0) return Status::Error(errno);
+  if (raw < 0) {
+    const int err = errno;
+    // With need_write a read-only FIFO fails read-write without a look at
+    // what it is; it is still a FIFO, refused like any other.
+    struct stat st;
+    if (options.need_write &&
+        (options.follow_symlinks ? ::stat(path.c_str(), &st) : ::lstat(path.c_str(), &st)) == 0 &&
+        (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode))) {
+      return Status::Error(kNotALockFileErrno);
+    }
+    return Status::Error(err);
+  }
   UniqueFd opened(raw);
   Status status = RefuseNonFiles(opened.get());
   if (!status.ok()) return status;
