@@ -136,8 +136,7 @@ flock_target(pTHX_ SV *arg)
     else if (!descriptor_number(aTHX_ arg, &target.fd)) {
         /* At run time an unqualified name resolves in CopSTASH(PL_curcop),
          * which for an XSUB is the calling statement's package. */
-        target.gv = gv_fetchsv_nomg(arg, 0, SVt_PVIO);
-        target.name = arg;
+        target.gv = gv_fetchsv_nomg(arg, 0, SVt_PVIO); /* no glob: unnamed, as in core */
     }
     if (target.gv)
         target.io = GvIO(target.gv);
@@ -145,27 +144,26 @@ flock_target(pTHX_ SV *arg)
 }
 
 /* The descriptor behind a resolved flock target and the stream to flush
- * (NULL for a bare descriptor), or -1 with errno EBADF after warning as
- * core does. */
-int
-flock_descriptor(pTHX_ const FlockTarget &target, PerlIO **fpp)
+ * (NULL for a bare descriptor). False with errno EBADF, after warning as
+ * core does, for a handle without a stream. A stream without a descriptor
+ * (in-memory, tied) gives *fd = -1, which core hands to flock(2) as well:
+ * the kernel checks the operation first (EINVAL), then the descriptor. */
+bool
+flock_descriptor(pTHX_ const FlockTarget &target, int *fd, PerlIO **fpp)
 {
     *fpp = NULL;
+    *fd = target.fd;
     if (target.fd >= 0)
-        return target.fd;
+        return true;
     PerlIO *const fp = target.io ? IoIFP(target.io) : NULL;
     if (!fp) {
         report_evil_fh(aTHX_ target.gv, target.io, target.name);
         errno = EBADF;
-        return -1;
+        return false;
     }
-    const int fd = PerlIO_fileno(fp);
-    if (fd < 0) { /* in-memory or tied stream: nothing to lock */
-        errno = EBADF;
-        return -1;
-    }
+    *fd = PerlIO_fileno(fp);
     *fpp = fp;
-    return fd;
+    return true;
 }
 
 /* Reads flock's OPERATION as core's pp_flock does (numeric conversion, with
@@ -665,9 +663,10 @@ flock(fh, operation, timeout = NULL)
      * read (warns), then a handle without a stream reported (warns). */
     const FlockTarget target = flock_target(aTHX_ fh);
     const int op = flock_operation(aTHX_ operation);
-    const int fd = flock_descriptor(aTHX_ target, &fp);
+    int fd;
+    const bool has_stream = flock_descriptor(aTHX_ target, &fd, &fp);
     RETVAL = 0;
-    if (fd >= 0 && flock_deadline(aTHX_ timeout, &deadline)) {
+    if (has_stream && flock_deadline(aTHX_ timeout, &deadline)) {
         if (fp)
             (void)PerlIO_flush(fp);
         for (;;) {
