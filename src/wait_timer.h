@@ -15,6 +15,11 @@
 // SIGALRM handler and every other disposition stay as they were. An instance
 // of the signal that the caller had blocked and left pending is raised again
 // once the mask is back, so it stays pending.
+//
+// When the timer cannot be armed (timer_create needs a queued-signal slot,
+// which RLIMIT_SIGPENDING may deny), the wait is not started at all: it fails
+// at once with kCannotArmErrno rather than block without a bound or answer
+// "busy" without having waited.
 #ifndef FILE_LOCKER_SRC_WAIT_TIMER_H_
 #define FILE_LOCKER_SRC_WAIT_TIMER_H_
 
