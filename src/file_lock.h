@@ -54,7 +54,7 @@ Status LockThroughPath(const std::string& path, const PathOptions& options,
   for (;;) {
     UniqueFd fd;
     bool writable;
-    Status status = OpenLockFile(path, options, &fd, &writable);
+    Status status = OpenLockFile(path, options, &fd, &writable, deadline);
     if (!status.ok()) return status;
     status = lock(fd.get());
     if (!status.ok()) {

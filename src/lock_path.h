@@ -9,6 +9,7 @@
 
 #include <string>
 
+#include "deadline.h"
 #include "status.h"
 #include "unique_fd.h"
 
@@ -35,12 +36,20 @@ struct PathOptions {
 // options.need_write, since flock(2) needs no write access; directories open
 // read-only.
 //
-// Never blocks, whatever PATH names: both opens use O_NONBLOCK, which is
-// cleared again on the descriptor returned. A FIFO or a socket at PATH fails
-// with kNotALockFileErrno (ENXIO) and nothing is left open. Does not block
-// on locks. On success *writable says which mode was used.
+// Never waits for a peer, whatever PATH names: both opens use O_NONBLOCK,
+// which is cleared again on the descriptor returned. A FIFO or a socket at
+// PATH fails with kNotALockFileErrno (ENXIO) and nothing is left open. Does
+// not block on locks. On success *writable says which mode was used.
+//
+// The one wait: a regular file on which another process holds a lease (an
+// NFS delegation, a Samba oplock) cannot be opened until the lease is
+// broken, and O_NONBLOCK makes that EWOULDBLOCK. Such an open is retried,
+// blocking, within deadline as LockBefore bounds a lock (EWOULDBLOCK for an
+// immediate deadline, ETIMEDOUT, EINTR: call again; without a deadline the
+// kernel's lease-break-time bounds it), so no caller hears "busy" early.
 Status OpenLockFile(const std::string& path, const PathOptions& options,
-                    UniqueFd* fd, bool* writable);
+                    UniqueFd* fd, bool* writable,
+                    const Deadline& deadline = Deadline::Never());
 
 // Opens `path` read-only to ask the kernel about its locks (F_GETLK and the
 // like), following symlinks, creating nothing. Never blocks; a FIFO or a

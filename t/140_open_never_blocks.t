@@ -121,6 +121,49 @@ subtest 'a FIFO planted in a shared sticky directory by another user' => sub {
       'lock_range refuses it';
 };
 
+# A regular file under another process's lease (as an NFS server's
+# delegations and Samba's oplocks are) cannot be opened until the lease is
+# broken; a non-blocking open says EWOULDBLOCK. That must not come back as
+# "busy": the open waits for the break, within the timeout.
+my $F_SETLEASE = 1024;    # Linux
+sub lease_holder {
+    my ($path, $on_break) = @_;
+    my $peer = spawn(sub {
+        my ($parent) = @_;
+        open my $fh, '<', $path or die "open $path: $!";
+        local $SIG{IO} = sub { fcntl($fh, $F_SETLEASE, Fcntl::F_UNLCK()) if $on_break eq 'release' };
+        fcntl($fh, $F_SETLEASE, Fcntl::F_RDLCK()) or do { $parent->say("no lease: $!"); return };
+        $parent->say('leased');
+        $parent->hear;    # until the parent is done
+    });
+    return ($peer, $peer->hear // 'end of file');
+}
+
+subtest 'a file under a lease: the open waits for the break, never an early busy' => sub {
+    my $path = "$dir/leased";
+    { open my $fh, '>', $path or die "create $path: $!" }
+
+    my ($holder, $word) = lease_holder($path, 'release');
+    plan skip_all => "cannot take a lease here ($word)" unless $word eq 'leased';
+    my $guard = lock_file($path, LOCK_EX, timeout => $PATIENCE);
+    ok $guard, 'a holder that gives the lease up on the break: the lock is granted'
+      or diag "\$! = $!";
+    undef $guard;
+    $holder->wait;
+
+    ($holder, $word) = lease_holder($path, 'keep');
+    my $t0 = LockerTest::now();
+    local $!;
+    $guard = lock_range($path, LOCK_EX, 0, 1, timeout => 0.5);
+    my ($err, $took) = ($! + 0, LockerTest::now() - $t0);
+    ok !$guard && $err == POSIX::ETIMEDOUT(), 'a holder that keeps it: ETIMEDOUT'
+      or diag "got " . ($guard ? 'a guard' : "\$! = $err");
+    cmp_ok $took, '>=', 0.5, 'not before the deadline';
+    $guard = lock_file($path, LOCK_EX | LOCK_NB);
+    ok !$guard && $!{EWOULDBLOCK}, 'LOCK_NB: one try, EWOULDBLOCK';
+    $holder->wait;
+};
+
 # locker on a FIFO or socket: no command runs, whoever runs it.
 my @LOCKER = ($^X, '-Mblib', 'bin/locker');
 my $markers = "$dir/markers";    # where COMMAND would leave its trace

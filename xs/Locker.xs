@@ -696,6 +696,8 @@ lock_file(target, mode, ...)
     const int lock = lock_mode(aTHX_ mode, "lock_file");
     LockOptions options;
     lock_options(aTHX_ &ST(2), items - 2, "lock_file", &options);
+    if (lock & LOCK_NB) /* one try, opening PATH included */
+        options.deadline = locker::Deadline::Now();
     if (!is_handle(aTHX_ target))
         (void)path_argument(aTHX_ target, "lock_file"); /* croak before locking */
     SV *const guard = take_lock(aTHX_ target, lock, ByteRange(), options, "lock_file");
