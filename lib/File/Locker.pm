@@ -288,7 +288,10 @@ says for a socket), for every caller, whether or not it could write the
 FIFO, with or without a timeout. So nobody can make your lock call hang, or
 hand you a lock on a FIFO, by planting one where your lock file goes in a
 shared directory. The same holds for C<lock_range>, C<range_conflict> and
-the C<locker> command.
+the C<locker> command. The one thing opening waits for is the break of a
+lease another process holds on a regular file (an NFS server's delegation,
+a Samba oplock), and that wait counts against the timeout: C<ETIMEDOUT> at
+the deadline, C<EWOULDBLOCK> for C<LOCK_NB>, never earlier.
 
 After the lock is granted PATH must
 still name the locked file: if another holder removed or replaced it in the
