@@ -3,11 +3,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstring>
 #include <string>
 
@@ -148,6 +151,70 @@ TEST_F(LockPathTest, QueryFileOpensReadOnlyAndFollowsSymlinks) {
   UniqueFd missing;
   EXPECT_ERR(ENOENT, OpenQueryFile(Path("missing"), &missing));
   EXPECT_FALSE(Exists(Path("missing"))) << "a query must create nothing";
+}
+
+// A child that holds a read lease on PATH until its pipe closes; with
+// keep, it ignores the break (SIGIO), otherwise the break's SIGIO ends it
+// and so the lease. Returns its pid once the lease is held, -1 if none could
+// be taken; *done is the pipe end whose closing lets the child go.
+pid_t LeaseHolder(const std::string& path, bool keep, UniqueFd* done) {
+  int ready[2], hold[2];
+  if (::pipe2(ready, O_CLOEXEC) != 0 || ::pipe2(hold, O_CLOEXEC) != 0) return -1;
+  const pid_t child = ::fork();
+  if (child == 0) {
+    ::close(hold[1]);  // else our own copy would keep the pipe open
+    ::close(ready[0]);
+    if (keep) ::signal(SIGIO, SIG_IGN);
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    const char word = fd >= 0 && ::fcntl(fd, F_SETLEASE, F_RDLCK) == 0 ? 'y' : 'n';
+    if (::write(ready[1], &word, 1) != 1) ::_exit(1);
+    char byte;
+    while (::read(hold[0], &byte, 1) < 0 && errno == EINTR) {
+    }
+    ::_exit(0);
+  }
+  ::close(ready[1]);
+  ::close(hold[0]);
+  done->reset(hold[1]);
+  char word = 'n';
+  const bool leased = ::read(ready[0], &word, 1) == 1 && word == 'y';
+  ::close(ready[0]);
+  if (!leased) {
+    done->reset();
+    ::waitpid(child, nullptr, 0);
+    return -1;
+  }
+  return child;
+}
+
+TEST_F(LockPathTest, LeasedFileIsOpenedWithinTheDeadlineNeverBusyEarly) {
+  const std::string path = Path("leased");
+  UniqueFd created(::open(path.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644));
+  ASSERT_TRUE(created.valid());
+  created.reset();
+
+  UniqueFd done;
+  pid_t holder = LeaseHolder(path, /*keep=*/true, &done);
+  if (holder < 0) GTEST_SKIP() << "no lease could be taken here";
+  UniqueFd fd;
+  bool writable = false;
+  // One try: the lease makes the file busy.
+  EXPECT_ERR(EWOULDBLOCK, OpenLockFile(path, PathOptions(), &fd, &writable, Deadline::Now()));
+  // A holder that keeps its lease: the wait for the break ends at the deadline.
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_ERR(ETIMEDOUT, OpenLockFile(path, PathOptions(), &fd, &writable, Deadline::After(0.2)));
+  EXPECT_GE(Since(start), 200);
+  EXPECT_FALSE(fd.valid());
+  done.reset();
+  ASSERT_EQ(holder, ::waitpid(holder, nullptr, 0));
+
+  // A holder that lets go on the break: the open succeeds.
+  holder = LeaseHolder(path, /*keep=*/false, &done);
+  ASSERT_GT(holder, 0);
+  EXPECT_OK(OpenLockFile(path, PathOptions(), &fd, &writable, Deadline::After(10)));
+  EXPECT_TRUE(fd.valid());
+  done.reset();
+  ::waitpid(holder, nullptr, 0);
 }
 
 }  // namespace
