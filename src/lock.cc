@@ -118,9 +118,11 @@ Status Lock::Acquire(bool whole, int fd, const std::string* path, int mode, Pos 
       return status;
     }
   } else {
-    const bool need_write = !whole_ && want == RangeMode::kExclusive;
+    PathOptions open_options = options;
+    // F_WRLCK needs a descriptor open for writing: no read-only fallback.
+    open_options.need_write = !whole_ && want == RangeMode::kExclusive;
     for (;;) {
-      status = registry().Open(*path, options, need_write, &desc);
+      status = registry().Open(*path, open_options, deadline, &desc);
       if (!status.ok()) return status;
       status = Take(desc, want, deadline);
       if (!status.ok()) {

@@ -209,7 +209,7 @@ Status Registry::Adopt(int fd, Description** out) {
 }
 
 Status Registry::Open(const std::string& path, const PathOptions& options,
-                      bool need_write, Description** out) {
+                      const Deadline& deadline, Description** out) {
   if (!ofd_) {
     // Reuse a descriptor kept idle for the inode PATH names, so repeated
     // calls cannot pile up descriptors that may not be closed.
@@ -223,7 +223,7 @@ Status Registry::Open(const std::string& path, const PathOptions& options,
       if (it != inodes_.end()) {
         auto& idle = it->second.idle;
         for (auto i = idle.begin(); i != idle.end(); ++i) {
-          if (i->reusable && (i->writable || !need_write)) {
+          if (i->reusable && (i->writable || !options.need_write)) {
             UniqueFd fd = std::move(i->fd);
             const bool writable = i->writable;
             idle.erase(i);
@@ -236,7 +236,7 @@ Status Registry::Open(const std::string& path, const PathOptions& options,
   }
   UniqueFd fd;
   bool writable = false;
-  Status status = OpenLockFile(path, options, &fd, &writable);
+  Status status = OpenLockFile(path, options, &fd, &writable, deadline);
   if (!status.ok()) return status;
   InodeKey inode;
   status = InodeOf(fd.get(), &inode);
@@ -424,18 +424,29 @@ Status Registry::TakeRange(Description* desc, RangeMode mode, Pos start, Pos end
     gives_before = gives_;
   }
   Status status = Status::Ok();
+  size_t granted = 0;  // runs the kernel granted
   for (const Run& run : runs) {
     status = LockBefore(deadline, [&](bool blocking) {
       return KernelSet(ofd_, desc->fd.get(), run.mode, run.start, run.end, blocking).err();
     });
     if (!status.ok()) break;
+    ++granted;
   }
   std::lock_guard<std::mutex> hold(mutex_);
   PendingTable(desc).Add(start, end, mode, -1);
   released_.notify_all();
   if (!status.ok()) {
     Record(desc, mode, start, end, -1);
-    SyncKernel(desc, start, end);
+    // A refused request changed nothing in the kernel: only the runs it was
+    // granted before are set back, so locks the OFD holds that the record
+    // does not know (taken with fcntl(2) directly) are left alone -- unless
+    // a hold given back meanwhile set bytes to a mode only this request
+    // wanted: then the whole range is settled on what is wanted now.
+    if (gives_ != gives_before) {
+      SyncKernel(desc, start, end);
+    } else {
+      for (size_t i = 0; i < granted; ++i) SyncKernel(desc, runs[i].start, runs[i].end);
+    }
   } else if (gives_ != gives_before) {
     // A hold given back meanwhile may have lowered bytes this request
     // asked for again in a stronger mode: settle on what is wanted now.
@@ -625,8 +636,8 @@ Status Registry::FindConflictAt(const std::string& path, RangeMode mode, Pos sta
       }
     }
   }
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
-  if (!fd.valid()) return Status::Error(errno);
+  UniqueFd fd;
+  if (const Status opened = OpenQueryFile(path, &fd); !opened.ok()) return opened;
   const Status status = FindConflict(fd.get(), mode, start, end, out);
   InodeKey inode;
   if (!ofd_ && InodeOf(fd.get(), &inode).ok()) {

@@ -93,12 +93,12 @@ class Registry final {
   // descriptor that is not open.
   Status Adopt(int fd, Description** out);
 
-  // Opens PATH for locking (OpenLockFile's rules) as a new OFD with one
-  // reference. With classic locks, an idle descriptor of the inode PATH
-  // names is reused first. need_write asks for a descriptor open for
-  // writing where one may be reused.
+  // Opens PATH for locking (OpenLockFile's rules, within deadline) as a new
+  // OFD with one reference. With classic locks, an idle descriptor of the
+  // inode PATH names is reused first (one open for writing where
+  // options.need_write).
   Status Open(const std::string& path, const PathOptions& options,
-              bool need_write, Description** out);
+              const Deadline& deadline, Description** out);
 
   // Drops one reference; the last closes the descriptor -- or keeps it idle
   // when closing it would drop this process's classic locks on the inode.

@@ -15,6 +15,11 @@
 // SIGALRM handler and every other disposition stay as they were. An instance
 // of the signal that the caller had blocked and left pending is raised again
 // once the mask is back, so it stays pending.
+//
+// When the timer cannot be armed (timer_create needs a queued-signal slot,
+// which RLIMIT_SIGPENDING may deny), the wait is not started at all: it fails
+// at once with kCannotArmErrno rather than block without a bound or answer
+// "busy" without having waited.
 #ifndef FILE_LOCKER_SRC_WAIT_TIMER_H_
 #define FILE_LOCKER_SRC_WAIT_TIMER_H_
 
@@ -51,6 +56,14 @@ class ThreadWaitTimer final {
   timer_t timer_{};
 };
 
+// What a timed wait on a busy lock fails with, at once, when its timer
+// cannot be armed: timer_create fails with EAGAIN when the user has no queued
+// signals left (RLIMIT_SIGPENDING, e.g. `ulimit -i 0`), and EAGAIN is
+// EWOULDBLOCK, which would read as "busy" although nothing waited. ENOLCK
+// ("no locks available": a resource for the wait ran out) cannot be read as
+// busy or timed out.
+constexpr int kCannotArmErrno = ENOLCK;
+
 // Runs attempt(blocking) -- which returns 0 when the lock was granted or an
 // errno value, with every "busy" outcome reported as EWOULDBLOCK -- until it
 // succeeds, fails, or the deadline passes.
@@ -58,8 +71,9 @@ class ThreadWaitTimer final {
 // Returns Ok; EWOULDBLOCK when the deadline is immediate (one non-blocking
 // try) and the lock is busy; ETIMEDOUT when a positive deadline passed;
 // EINTR when a signal other than the timer's interrupted the wait (the caller
-// runs its handlers and calls again with the same deadline); or the errno of
-// a hard failure. With Deadline::Never() it makes one blocking attempt.
+// runs its handlers and calls again with the same deadline); kCannotArmErrno
+// when the lock is busy and the wait's timer cannot be armed; or the errno of
+// a hard failure. Never EWOULDBLOCK or ETIMEDOUT before the deadline. With Deadline::Never() it makes one blocking attempt.
 template <typename Attempt>
 Status LockBefore(const Deadline& deadline, Attempt&& attempt) {
   if (deadline.is_never()) {
@@ -72,8 +86,7 @@ Status LockBefore(const Deadline& deadline, Attempt&& attempt) {
   if (deadline.Expired()) return Status::Error(ETIMEDOUT);
 
   ThreadWaitTimer timer;
-  const Status armed = timer.Arm(deadline);
-  if (!armed.ok()) return armed;
+  if (!timer.Arm(deadline).ok()) return Status::Error(kCannotArmErrno);
   err = attempt(true);
   if (err == 0) return Status::Ok();
   if (err == EINTR && deadline.Expired()) return Status::Error(ETIMEDOUT);

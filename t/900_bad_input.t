@@ -20,9 +20,9 @@ use warnings;
 
 use Test::More;
 use Fcntl qw(:flock);
-use POSIX qw(EBADF EINVAL ENOENT ELOOP);
+use POSIX qw(EBADF EINVAL ENOENT ELOOP EISDIR ENXIO mkfifo);
 use Scalar::Util qw(blessed);
-use Socket qw(AF_UNIX SOCK_STREAM PF_UNSPEC);
+use Socket qw(AF_UNIX SOCK_STREAM PF_UNSPEC pack_sockaddr_un);
 use Symbol ();
 use Cwd ();
 use lib 't/lib';
@@ -90,6 +90,27 @@ sub a_socketpair {
     socketpair(my $one, my $other, AF_UNIX, SOCK_STREAM, PF_UNSPEC) or die "socketpair: $!";
     return ($one, $other);
 }
+
+# A FIFO and a listening Unix socket at a PATH: neither is a lock file, and
+# opening a FIFO could block.
+my $fifo = "$dir/a-fifo";
+mkfifo($fifo, 0666) or die "mkfifo $fifo: $!";
+my $socket_path = "$dir/a-socket";
+socket(my $listener, AF_UNIX, SOCK_STREAM, PF_UNSPEC) or die "socket: $!";
+bind($listener, pack_sockaddr_un($socket_path)) or die "bind $socket_path: $!";
+
+# A handle object that overloads *{} (as some IO wrappers do), and a tied
+# scalar whose value is a glob.
+package Glob::Overloader {
+    use overload '*{}' => sub { $_[0]{glob} }, fallback => 1;
+    sub new { my ($class, $fh) = @_; return bless { glob => $fh }, $class }
+}
+package Tied::Scalar {
+    sub TIESCALAR { my ($class, $value) = @_; return bless [$value], $class }
+    sub FETCH     { $_[0][0] }
+}
+sub overloaded_handle { return Glob::Overloader->new(open_ro()) }
+sub tied_scalar_glob  { tie my $t, 'Tied::Scalar', open_ro(); return \$t }
 
 # A guard on a fresh file. The [ ] copies the returned reference into a new
 # scalar (see the rows under "a guard survives ordinary assignment").
@@ -224,12 +245,53 @@ for my $op (['-1', -1], ['1e30', 1e30], ['64 (an unknown bit)', 64], ['an array 
     my ($what, $value) = @$op;
     row "flock: OPERATION $what", setup => sub { (open_ro(), $value) }, call => $flock, want => fails(EINVAL);
 }
+# Not exactly LOCK_SH, LOCK_EX or LOCK_UN (| LOCK_NB): core would truncate
+# these to LOCK_EX and lock; the contract says EINVAL.
+for my $op (['2.5', 2.5], [q{'2.5'}, '2.5'], ['2**32 + LOCK_EX', 2**32 + LOCK_EX],
+            ['2**64 + LOCK_EX', 2**64 + LOCK_EX], ['LOCK_EX + 0.000001', LOCK_EX + 0.000001],
+            ['+Inf', $INF], ['NaN', $NAN]) {
+    my ($what, $value) = @$op;
+    row "flock: OPERATION $what", setup => sub { (open_ro(), $value) }, call => $flock, want => fails(EINVAL);
+}
+row 'flock: OPERATION 2.0 is exactly LOCK_EX',
+    setup => sub { (open_ro(), 2.0) }, call => $flock, want => $TRUE;
+row q{flock: OPERATION '2' is exactly LOCK_EX},
+    setup => sub { (open_ro(), '2') }, call => $flock, want => $TRUE;
+# The warnings read as core's, word for word ("in flock", not "in
+# subroutine entry"), with the variable named where core names it.
 row q{flock: OPERATION 'abc'},
     setup => sub { (open_ro(), 'abc') }, call => $flock,
-    want => fails(EINVAL), warns => [qr/^Argument "abc" isn't numeric\b/];
+    core => sub { CORE::flock($_[0], $_[1]) },
+    want => fails(EINVAL), warns => [qr/^Argument "abc" isn't numeric in flock at /];
 row 'flock: OPERATION undef',
     setup => sub { (open_ro(), undef) }, call => $flock,
-    want => fails(EINVAL), warns => [qr/^Use of uninitialized value\b/];
+    core => sub { CORE::flock($_[0], $_[1]) },
+    want => fails(EINVAL), warns => [qr/^Use of uninitialized value \$_\[1\] in flock at /];
+row 'flock: OPERATION is an undefined lexical',
+    setup => sub { (open_ro()) }, call => sub { my $op; File::Locker::flock($_[0], $op) },
+    core => sub { my $op; CORE::flock($_[0], $op) },
+    want => fails(EINVAL), warns => [qr/^Use of uninitialized value \$op in flock at /];
+row 'flock: closed handle and OPERATION undef (both warnings, in order)',
+    setup => sub { (closed_handle()) }, call => sub { my $op; File::Locker::flock($_[0], $op) },
+    core => sub { my $op; CORE::flock($_[0], $op) },
+    want => fails(EBADF),
+    warns => [qr/^Use of uninitialized value \$op in flock at /, qr/^flock\(\) on closed filehandle \$closed at /];
+row 'flock: OPERATION under FATAL numeric warnings dies as core does',
+    setup => sub { (open_ro(), 'abc') },
+    call => sub { use warnings FATAL => 'numeric'; File::Locker::flock($_[0], $_[1]) },
+    core => sub { use warnings FATAL => 'numeric'; CORE::flock($_[0], $_[1]) },
+    want => croaks(qr/^Argument "abc" isn't numeric in flock at /);
+
+# Handles core accepts: an object overloading *{} and a tied scalar holding
+# a glob.
+row 'flock: object overloading *{}',
+    setup => sub { (overloaded_handle(), LOCK_SH) }, call => $flock,
+    core => sub { CORE::flock($_[0], $_[1]) },
+    want => $TRUE;
+row 'flock: tied scalar holding a glob',
+    setup => sub { (tied_scalar_glob(), LOCK_SH) }, call => sub { File::Locker::flock(${ $_[0] }, $_[1]) },
+    core => sub { CORE::flock(${ $_[0] }, $_[1]) },
+    want => $TRUE;
 
 for my $timeout (['-1', -1], ['NaN', $NAN], ['-Inf', -$INF], [q{'abc'}, 'abc'], [q{''}, ''],
                  ['a hash ref', {}], ['-0.5', -0.5]) {
@@ -298,10 +360,36 @@ for my $name (sort keys %lockers) {
     for my $mode (['0', 0], ['LOCK_NB alone', LOCK_NB], ['LOCK_SH|LOCK_EX', LOCK_SH | LOCK_EX],
                   ['LOCK_UN', LOCK_UN], ['LOCK_UN|LOCK_NB', LOCK_UN | LOCK_NB], [q{'abc'}, 'abc'],
                   ['-1', -1], ['1e30', 1e30], ['undef', undef], [q{''}, ''], ['NaN', $NAN],
-                  ['+Inf', $INF], ['an array ref', []]) {
+                  ['+Inf', $INF], ['an array ref', []], ['2.5', 2.5], ['1.5', 1.5], [q{'2.5'}, '2.5'],
+                  ['2**32 + LOCK_EX', 2**32 + LOCK_EX], ['LOCK_EX + 0.000001', LOCK_EX + 0.000001]) {
         my ($what, $value) = @$mode;
         row "$name: MODE $what", setup => sub { ($path, $value) }, call => $lock,
             want => croaks(qr/^$name: MODE\b/);
+    }
+    row "$name: MODE 2.0 is exactly LOCK_EX", setup => sub { (scratch_file(), 2.0) }, call => $lock,
+        want => $A_GUARD;
+
+    # Opening never blocks, and a FIFO or a socket is not a lock file.
+    for my $timeout ([], [timeout => 1], [timeout => 0]) {
+        my $with = @$timeout ? " (timeout => $timeout->[1])" : '';
+        row "$name: FIFO at PATH$with", setup => sub { ($fifo, LOCK_EX) },
+            call => sub { $lock->(@_, @$timeout) }, want => fails(ENXIO);
+        row "$name: socket at PATH$with", setup => sub { ($socket_path, LOCK_SH) },
+            call => sub { $lock->(@_, @$timeout) }, want => fails(ENXIO);
+    }
+    row "$name: FIFO at PATH, create => 0", setup => sub { ($fifo, LOCK_SH) },
+        call => sub { $lock->(@_, create => 0) }, want => fails(ENXIO);
+
+    # A PATH given as a character string comes back from ->path as the same
+    # string, not as its UTF-8 bytes.
+    for my $wide (['U+263A', "smiley-\x{263A}"], ['an upgraded Latin-1 string', do { my $n = "caf\x{e9}"; utf8::upgrade($n); $n }]) {
+        my ($what, $name_part) = @$wide;
+        row "$name: path() of a PATH with $what", setup => sub { ("$dir/$name_part", LOCK_EX) },
+            call => sub { my $box = [$lock->(@_)]; [$box->[0], $_[0]] },
+            want => gives('the PATH passed in', sub {
+                my ($guard, $given) = @{ $_[0][0] };
+                return blessed($guard) && $guard->path eq $given && length($guard->path) == length($given);
+            });
     }
 
     for my $timeout (['-1', -1], ['NaN', $NAN], ['-Inf', -$INF], [q{'abc'}, 'abc'], [q{''}, ''],
@@ -435,8 +523,10 @@ row 'lock_range: read-only handle, LOCK_EX',
     setup => sub { (open_ro(), LOCK_EX) }, call => $lockers{lock_range}, want => fails(EBADF);
 row 'lock_range: directory PATH, LOCK_SH',
     setup => sub { ($dir, LOCK_SH) }, call => $lockers{lock_range}, want => $A_GUARD;
-row 'lock_range: directory PATH, LOCK_EX (opened read-only)',
-    setup => sub { ($dir, LOCK_EX) }, call => $lockers{lock_range}, want => fails(EBADF);
+# LOCK_EX ranges need write access: the error is that of opening for
+# writing, not EBADF from a read-only fallback.
+row 'lock_range: directory PATH, LOCK_EX (cannot be opened for writing)',
+    setup => sub { ($dir, LOCK_EX) }, call => $lockers{lock_range}, want => fails(EISDIR);
 # Linux takes fcntl(2) record locks on pipes, with the usual access rules.
 row 'lock_range: pipe reader, LOCK_SH',
     setup => sub { a_pipe() }, call => sub { lock_range($_[0], LOCK_SH, 0, 1) }, want => $A_GUARD;
@@ -475,6 +565,8 @@ for my $handle (['closed handle', \&closed_handle], ['glob never opened', \&unop
     my ($what, $make) = @$handle;
     row "range_conflict: $what", setup => sub { ($make->(), LOCK_EX) }, call => $conflict, want => fails(EBADF);
 }
+row 'range_conflict: FIFO at PATH', setup => sub { ($fifo, LOCK_EX) }, call => $conflict, want => fails(ENXIO);
+row 'range_conflict: socket at PATH', setup => sub { ($socket_path, LOCK_SH) }, call => $conflict, want => fails(ENXIO);
 row 'range_conflict: directory PATH', setup => sub { ($dir, LOCK_EX) }, call => $conflict, want => $NO_CONFLICT;
 row 'range_conflict: pipe', setup => sub { a_pipe() }, call => sub { range_conflict($_[0], LOCK_EX, 0, 1) },
     want => $NO_CONFLICT;
@@ -534,6 +626,7 @@ for my $method (@methods) {
 
 for my $kind (qw(file range)) {
     for my $bad ([LOCK_EX => LOCK_EX, qr/LOCK_NB/], ['LOCK_SH|LOCK_NB' => LOCK_SH | LOCK_NB, qr/LOCK_NB/],
+                 ['4.5 (LOCK_NB + 0.5)' => LOCK_NB + 0.5, qr/LOCK_NB/],
                  [q{'abc'} => 'abc', qr/LOCK_NB/, [qr/^Argument "abc" isn't numeric\b/]],
                  [undef => undef, qr/LOCK_NB/, [qr/^Use of uninitialized value\b/]]) {
         my ($what, $value, $re, $warns) = @$bad;

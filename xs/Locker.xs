@@ -95,62 +95,109 @@ descriptor_number(pTHX_ SV *sv, int *fd)
     return false;
 }
 
-/* Resolves flock's first argument the way CORE::flock does (glob, glob ref,
- * IO object, or a handle name in the caller's package), plus a descriptor
- * number. Returns the descriptor and the stream to flush (NULL for a bare
- * descriptor), or -1 with errno set after warning as core does. Croaks where
- * core's rv2gv croaks. */
-int
-flock_target(pTHX_ SV *arg, PerlIO **fpp)
-{
+/* flock's first argument, resolved as core's rv2gv resolves it. */
+struct FlockTarget {
     GV *gv = NULL;
     IO *io = NULL;
-    SV *name = NULL;
-    int fd;
+    SV *name = NULL; /* names a handle that has no glob, for warnings */
+    int fd = -1;     /* set for a descriptor number */
+};
 
-    *fpp = NULL;
+/* Resolves flock's first argument the way CORE::flock does (glob, glob ref,
+ * IO object, an object overloading *{}, or a handle name in the caller's
+ * package), plus a descriptor number. Croaks where core's rv2gv croaks;
+ * warns nothing (flock_descriptor does, after the operation is read, in
+ * core's order). */
+FlockTarget
+flock_target(pTHX_ SV *arg)
+{
+    FlockTarget target;
     SvGETMAGIC(arg);
+    if (SvROK(arg) && SvAMAGIC(arg)) /* *{} overloading, as rv2gv calls it */
+        arg = amagic_deref_call(arg, to_gv_amg);
     if (SvROK(arg)) {
-        SV *const target = SvRV(arg);
-        if (isGV_with_GP(target))
-            gv = (GV *)target;
-        else if (SvTYPE(target) == SVt_PVIO) {
-            io = (IO *)target;
-            name = newSVpvs_flags("__ANONIO__", SVs_TEMP); /* as core names it */
+        SV *const referent = SvRV(arg);
+        if (isGV_with_GP(referent))
+            target.gv = (GV *)referent;
+        else if (SvTYPE(referent) == SVt_PVIO) {
+            target.io = (IO *)referent;
+            target.name = newSVpvs_flags("__ANONIO__", SVs_TEMP); /* as core names it */
         }
         else
             Perl_croak(aTHX_ "Not a GLOB reference");
     }
     else if (isGV_with_GP(arg)) {
-        gv = (GV *)arg;
+        target.gv = (GV *)arg;
     }
     else if (!SvOK(arg)) {
         Perl_croak(aTHX_ "Can't use an undefined value as a symbol reference");
     }
-    else if (descriptor_number(aTHX_ arg, &fd)) {
-        return fd;
-    }
-    else {
+    else if (!descriptor_number(aTHX_ arg, &target.fd)) {
         /* At run time an unqualified name resolves in CopSTASH(PL_curcop),
          * which for an XSUB is the calling statement's package. */
-        gv = gv_fetchsv_nomg(arg, 0, SVt_PVIO);
-        name = arg;
+        target.gv = gv_fetchsv_nomg(arg, 0, SVt_PVIO); /* no glob: unnamed, as in core */
     }
-    if (gv)
-        io = GvIO(gv);
-    PerlIO *const fp = io ? IoIFP(io) : NULL;
+    if (target.gv)
+        target.io = GvIO(target.gv);
+    return target;
+}
+
+/* The descriptor behind a resolved flock target and the stream to flush
+ * (NULL for a bare descriptor). False with errno EBADF, after warning as
+ * core does, for a handle without a stream. A stream without a descriptor
+ * (in-memory, tied) gives *fd = -1, which core hands to flock(2) as well:
+ * the kernel checks the operation first (EINVAL), then the descriptor. */
+bool
+flock_descriptor(pTHX_ const FlockTarget &target, int *fd, PerlIO **fpp)
+{
+    *fpp = NULL;
+    *fd = target.fd;
+    if (target.fd >= 0)
+        return true;
+    PerlIO *const fp = target.io ? IoIFP(target.io) : NULL;
     if (!fp) {
-        report_evil_fh(aTHX_ gv, io, name);
+        report_evil_fh(aTHX_ target.gv, target.io, target.name);
         errno = EBADF;
-        return -1;
+        return false;
     }
-    fd = PerlIO_fileno(fp);
-    if (fd < 0) { /* in-memory or tied stream: nothing to lock */
-        errno = EBADF;
-        return -1;
-    }
+    *fd = PerlIO_fileno(fp);
     *fpp = fp;
-    return fd;
+    return true;
+}
+
+/* Reads flock's OPERATION as core's pp_flock does (numeric conversion, with
+ * its "isn't numeric" and "uninitialized" warnings), but returns -1 (so the
+ * engine says EINVAL) unless the value is exactly an integer in int's range:
+ * 2.5 or 2**32 + LOCK_EX must not lock.
+ *
+ * Core words those warnings after the running op, OP_DESC(PL_op), and names
+ * the variable by searching that op's children. Ours would say "subroutine
+ * entry", so the conversion runs under a copy of the calling entersub op
+ * that calls itself flock and keeps the same children: the warnings then
+ * read exactly as core's. PL_op is put back through the save stack, so a
+ * fatal warning cannot leave it pointing at the copy. */
+int
+flock_operation(pTHX_ SV *sv)
+{
+    NV value;
+    SvGETMAGIC(sv);
+    if (SvIOK(sv) || SvNOK(sv) || !PL_op || PL_op->op_type != OP_ENTERSUB) {
+        value = SvNV_nomg(sv);
+    }
+    else {
+        UNOP as_flock;
+        Copy(PL_op, &as_flock, 1, UNOP);
+        as_flock.op_type = OP_FLOCK;
+        as_flock.op_ppaddr = PL_ppaddr[OP_FLOCK];
+        ENTER;
+        SAVEOP();
+        PL_op = (OP *)&as_flock;
+        value = SvNV_nomg(sv);
+        LEAVE;
+    }
+    if (!(value >= INT_MIN && value <= INT_MAX) || value != floor(value))
+        return -1;
+    return (int)value;
 }
 
 /* Reads an optional timeout for flock: undef/absent -> unbounded; a
@@ -259,13 +306,14 @@ is_handle(pTHX_ SV *sv)
 int
 lock_mode(pTHX_ SV *sv, const char *func)
 {
-    if (SvGETMAGIC(sv), !SvOK(sv) || !looks_like_number(sv))
+    SvGETMAGIC(sv);
+    /* Exactly an integer: 2.5 must not pass as LOCK_EX. */
+    const NV value = SvOK(sv) && looks_like_number(sv) ? SvNV_nomg(sv) : -1;
+    const int mode = value >= 0 && value <= INT_MAX && value == floor(value) ? (int)value : -1;
+    const int base = mode & ~LOCK_NB;
+    if (mode < 0 || (base != LOCK_SH && base != LOCK_EX))
         Perl_croak(aTHX_ "%s: MODE must be LOCK_SH or LOCK_EX, optionally | LOCK_NB", func);
-    const IV mode = SvIV_nomg(sv);
-    const IV base = mode & ~(IV)LOCK_NB;
-    if (base != LOCK_SH && base != LOCK_EX)
-        Perl_croak(aTHX_ "%s: MODE must be LOCK_SH or LOCK_EX, optionally | LOCK_NB", func);
-    return (int)mode;
+    return mode;
 }
 
 /* A timeout option: undef -> unbounded; otherwise a non-negative number. */
@@ -663,10 +711,14 @@ flock(fh, operation, timeout = NULL)
     PerlIO *fp;
     locker::Deadline deadline = locker::Deadline::Never();
   CODE:
-    const int fd = flock_target(aTHX_ fh, &fp);
-    const int op = (int)SvIV(operation);
+    /* In core's order: the handle is resolved (croaks), then the operation
+     * read (warns), then a handle without a stream reported (warns). */
+    const FlockTarget target = flock_target(aTHX_ fh);
+    const int op = flock_operation(aTHX_ operation);
+    int fd;
+    const bool has_stream = flock_descriptor(aTHX_ target, &fd, &fp);
     RETVAL = 0;
-    if (fd >= 0 && flock_deadline(aTHX_ timeout, &deadline)) {
+    if (has_stream && flock_deadline(aTHX_ timeout, &deadline)) {
         if (fp)
             (void)PerlIO_flush(fp);
         for (;;) {
@@ -696,6 +748,8 @@ lock_file(target, mode, ...)
     const int lock = lock_mode(aTHX_ mode, "lock_file");
     LockOptions options;
     lock_options(aTHX_ &ST(2), items - 2, "lock_file", &options);
+    if (lock & LOCK_NB) /* one try, opening PATH included */
+        options.deadline = locker::Deadline::Now();
     if (!is_handle(aTHX_ target))
         (void)path_argument(aTHX_ target, "lock_file"); /* croak before locking */
     SV *const guard = take_lock(aTHX_ target, lock, ByteRange(), options, "lock_file");
@@ -857,7 +911,7 @@ upgrade(self, ...)
     locker::Deadline deadline = locker::Deadline::Never();
     I32 first = 1;
     if ((items - 1) % 2) { /* upgrade(LOCK_NB, ...) */
-        if (SvIV(ST(1)) != LOCK_NB)
+        if (SvNV(ST(1)) != LOCK_NB) /* exactly: 4.5 is no flag */
             Perl_croak(aTHX_ "%s: the only flag allowed is LOCK_NB", func);
         deadline = locker::Deadline::Now();
         first = 2;

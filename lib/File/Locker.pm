@@ -127,9 +127,17 @@ It returns 1 on success and 0 on failure with C<$!> set: C<EWOULDBLOCK> when
 C<LOCK_NB> meets a conflict, C<EBADF> for a closed or unopened handle (with
 core's warning text, "flock() on closed filehandle FH", in the same warning
 categories), C<EINVAL> for an operation that is not exactly one of LOCK_SH,
-LOCK_EX, LOCK_UN, optionally or-ed with LOCK_NB. (Core passes any other bits
-to the kernel, which on current Linux silently ignores the obsolete
-C<LOCK_MAND> flag; this C<flock> refuses such operations with C<EINVAL>.)
+LOCK_EX, LOCK_UN, optionally or-ed with LOCK_NB. (Core truncates the
+operation to an integer and passes any other bits to the kernel, so C<2.5>
+and C<2**32 + LOCK_EX> lock exclusively there, and current Linux silently
+ignores the obsolete C<LOCK_MAND> flag; this C<flock> refuses all of those
+with C<EINVAL>. C<'2'> and C<2.0> are exactly LOCK_EX.)
+
+=item *
+
+An operation that is not a number, or undefined, warns as core does, word
+for word: C<Argument "abc" isn't numeric in flock>, C<Use of uninitialized
+value $op in flock> (naming the variable where core does).
 
 =item *
 
@@ -151,8 +159,9 @@ GLOB reference", as core does.
 =back
 
 FH may be a bareword (C<flock(FH, LOCK_EX)>, resolved in the caller's
-package), a glob, a glob reference, an IO object such as an L<IO::File>, a
-string naming a handle, or -- an addition -- a file descriptor number.
+package), a glob, a glob reference, an IO object such as an L<IO::File>, an
+object that overloads C<*{}>, a tied scalar holding any of these, a string
+naming a handle, or -- an addition -- a file descriptor number.
 A handle with no descriptor (an in-memory or tied handle) gives 0 with
 C<EBADF>.
 
@@ -198,6 +207,17 @@ with the time that is left.
 
 =item *
 
+If the timer cannot be armed -- C<timer_create> fails when the user has no
+queued signals left (C<RLIMIT_SIGPENDING>, e.g. under C<ulimit -i 0>) -- a
+wait on a busy lock is not attempted: C<flock> returns 0 at once with C<$!>
+set to C<ENOLCK>. That errno means "no resources to wait"; it is never
+C<EWOULDBLOCK> (the lock was not found busy by a wait) nor C<ETIMEDOUT> (no
+deadline passed). A free lock is still taken, a TIMEOUT of 0 is still one
+try, and a wait without TIMEOUT needs no timer and is unaffected. The same
+holds for the C<timeout> of C<lock_file>, C<lock_range> and C<upgrade>.
+
+=item *
+
 The caller's C<alarm>, C<$SIG{ALRM}>, signal mask and every signal
 disposition are left as they were. The timer uses the real-time signal
 C<SIGRTMIN+5>: during a timed wait that is blocked on a busy lock, and only
@@ -215,10 +235,13 @@ receiving it during such a wait.
 
 Takes a whole-file lock with flock(2) semantics and returns a
 L</GUARDS> object, or undef with C<$!> set: C<EWOULDBLOCK> (busy, with
-C<LOCK_NB> or C<< timeout => 0 >>), C<ETIMEDOUT>, or the error of opening
+C<LOCK_NB> or C<< timeout => 0 >>), C<ETIMEDOUT>, C<ENOLCK> (a timed wait
+whose timer cannot be armed, see L</flock(FH, OPERATION [, TIMEOUT])>),
+C<ENXIO> (a FIFO or a socket at PATH, see below), or the error of opening
 PATH.
 
-MODE is C<LOCK_SH> or C<LOCK_EX>, optionally or-ed with C<LOCK_NB>.
+MODE is C<LOCK_SH> or C<LOCK_EX>, optionally or-ed with C<LOCK_NB>, and
+exactly that integer: anything else (C<2.5> included) croaks.
 
 The first argument is a PATH when it is a plain string -- always, even one
 that looks like a number -- and a handle when it is a glob, a glob
@@ -231,9 +254,11 @@ Options:
 
 =item timeout => SECONDS
 
-Bounds the wait, as for C<flock>: a non-negative number, fractions
+Bounds the whole call, as for C<flock>: a non-negative number, fractions
 allowed; 0 is the same as C<LOCK_NB>; undef or absent waits without bound.
-Anything else croaks.
+Anything else croaks. The timeout covers opening PATH too: opening never
+blocks, whatever PATH names (see below), and the call never answers
+C<EWOULDBLOCK> or C<ETIMEDOUT> before its deadline.
 
 =item create => BOOL
 
@@ -262,7 +287,22 @@ Lock files opened from a PATH are safe in shared directories: they are
 opened with C<O_CLOEXEC> and C<O_NOFOLLOW> and never truncated (their
 content survives); when the file cannot be opened read-write (another
 user's lock file, a read-only mount) it is opened read-only, which flock(2)
-allows; directories can be locked. After the lock is granted PATH must
+allows; directories can be locked.
+
+Opening PATH never blocks: it is opened with C<O_NONBLOCK> (cleared again on
+the descriptor kept, so the guard's C<fh> is an ordinary blocking handle).
+A FIFO or a socket at PATH is not a lock file and is refused: undef with
+C<$!> set to C<ENXIO> ("No such device or address", what open(2) already
+says for a socket), for every caller, whether or not it could write the
+FIFO, with or without a timeout. So nobody can make your lock call hang, or
+hand you a lock on a FIFO, by planting one where your lock file goes in a
+shared directory. The same holds for C<lock_range>, C<range_conflict> and
+the C<locker> command. The one thing opening waits for is the break of a
+lease another process holds on a regular file (an NFS server's delegation,
+a Samba oplock), and that wait counts against the timeout: C<ETIMEDOUT> at
+the deadline, C<EWOULDBLOCK> for C<LOCK_NB>, never earlier.
+
+After the lock is granted PATH must
 still name the locked file: if another holder removed or replaced it in the
 meantime, the lock is dropped and taken again on the file PATH names now,
 within the same timeout. So lockers using C<< unlink => 1 >> never both
@@ -312,7 +352,11 @@ flock(2) locks on local filesystems.
 
 =item *
 
-C<LOCK_EX> needs a handle open for writing (C<EBADF> otherwise).
+C<LOCK_EX> needs a handle open for writing (C<EBADF> otherwise). Through a
+PATH, C<LOCK_EX> opens the file read-write or fails with that open's error
+-- C<EACCES> for a file you may not write, C<EROFS> on a read-only mount,
+C<EISDIR> for a directory -- rather than falling back to read-only (shared
+ranges still do).
 
 =back
 
@@ -336,7 +380,9 @@ the same handle hold shared stay held while an upgrade waits; a process that
 upgrades while holding such overlapping guards should give a timeout.
 
 Where OFD locks do not exist, or when the environment variable
-C<FILE_LOCKER_NO_OFD> is set to a true value when the module is loaded,
+C<FILE_LOCKER_NO_OFD> is set to a true value when the module is loaded
+(true as Perl reads it: anything but unset, C<""> and C<"0">, so C<"0.0">
+and C<"00"> are true),
 classic POSIX locks are used instead, with a process-wide table per device
 and inode that keeps the same behaviour for locks taken through File::Locker:
 conflicts between handles of one process are detected in the table
@@ -365,7 +411,8 @@ conflicting lock as C<< { mode => LOCK_SH|LOCK_EX, offset, length, pid } >>
 (length 0 means to the end of the file; pid is undef where the kernel does
 not tell, as for OFD locks). Locks held through FH itself never conflict with
 FH; given a PATH, the file is opened read-only for the question and every
-holder counts. A PATH that cannot be opened gives undef with C<$!> set.
+holder counts. A PATH that cannot be opened gives undef with C<$!> set;
+opening never blocks, and a FIFO or a socket at PATH gives C<ENXIO>.
 
 =head2 lock_holders(PATH | FH)
 
@@ -452,7 +499,8 @@ opened so). Its output is flushed before the lock is released.
 
 =item $guard->path, $guard->offset, $guard->length
 
-The PATH (undef for a lock taken on a handle); offset and length are undef
+The PATH, the very string given (a character string stays one; undef for
+a lock taken on a handle); offset and length are undef
 for whole-file locks, and the range for C<lock_range> guards (length 0: to
 the end of the file and beyond).
 
@@ -503,6 +551,10 @@ child's own locks.
 Lock outcomes -- busy, timed out, interrupted, a handle without a
 descriptor, a file that cannot be opened -- are a false or undef return
 with C<$!> set, never an exception, and never leave a descriptor open.
+Besides the open and lock errors of the system, two values are
+File::Locker's own: C<ENXIO> for a FIFO or a socket at PATH, and C<ENOLCK>
+for a timed wait on a busy lock whose timer cannot be armed. No call says
+C<EWOULDBLOCK> or C<ETIMEDOUT> before its deadline.
 
 Programmer errors in C<lock_file> and guard methods croak with a message
 that names the function and the argument: a bad MODE, an unknown option, a

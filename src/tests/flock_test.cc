@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -432,6 +433,65 @@ TEST(LockBeforeTest, OutcomesOfTheAttempt) {
                 return blocking ? 0 : EWOULDBLOCK;
               }).ok());
   EXPECT_EQ(2, calls);
+}
+
+// Lowers this process's soft RLIMIT_SIGPENDING to 0 (as `ulimit -Si 0`
+// would) for the life of the object; the hard limit is left alone, so the
+// old soft limit can be put back.
+class NoQueuedSignals final {
+ public:
+  NoQueuedSignals() {
+    ok_ = ::getrlimit(RLIMIT_SIGPENDING, &saved_) == 0;
+    rlimit none = saved_;
+    none.rlim_cur = 0;
+    ok_ = ok_ && ::setrlimit(RLIMIT_SIGPENDING, &none) == 0;
+  }
+  ~NoQueuedSignals() {
+    if (ok_) ::setrlimit(RLIMIT_SIGPENDING, &saved_);
+  }
+  bool ok() const { return ok_; }
+
+ private:
+  rlimit saved_{};
+  bool ok_ = false;
+};
+
+TEST_F(FlockTest, TimerThatCannotBeArmedFailsWithEnolckNotEwouldblock) {
+  UniqueFd other = OpenAgain();
+  struct sigaction before {};
+  ASSERT_EQ(0, ::sigaction(TimerSignal(), nullptr, &before));
+  NoQueuedSignals limit;
+  ASSERT_TRUE(limit.ok());
+  {
+    // Check that the limit bites here: timer_create itself is refused.
+    timer_t timer;
+    sigevent event{};
+    event.sigev_notify = SIGEV_SIGNAL;
+    event.sigev_signo = TimerSignal();
+    if (::timer_create(CLOCK_MONOTONIC, &event, &timer) == 0) {
+      ::timer_delete(timer);
+      GTEST_SKIP() << "RLIMIT_SIGPENDING does not limit POSIX timers here";
+    }
+    ASSERT_EQ(EAGAIN, errno);
+  }
+  // A free lock needs no timer.
+  ASSERT_OK(Flock(fd_.get(), LOCK_EX, Deadline::After(5)));
+  const int timers = CountTimers();
+  // Busy with a positive deadline: the wait cannot be bounded, so it fails
+  // at once with kCannotArmErrno -- never EWOULDBLOCK, which is EAGAIN.
+  EXPECT_ERR(ENOLCK, Flock(other.get(), LOCK_EX, Deadline::After(5)));
+  EXPECT_ERR(ENOLCK, Flock(other.get(), LOCK_SH, Deadline::After(0.001)));
+  static_assert(kCannotArmErrno != EWOULDBLOCK && kCannotArmErrno != ETIMEDOUT, "");
+  // What needs no timer is unchanged.
+  EXPECT_ERR(EWOULDBLOCK, Flock(other.get(), LOCK_EX, Deadline::Now()));
+  EXPECT_ERR(EWOULDBLOCK, Flock(other.get(), LOCK_EX | LOCK_NB, Deadline::After(5)));
+  EXPECT_EQ(timers, CountTimers()) << "a failed arm left a timer behind";
+  // The signal disposition and mask are as they were.
+  struct sigaction action {};
+  ASSERT_EQ(0, ::sigaction(TimerSignal(), nullptr, &action));
+  EXPECT_EQ(before.sa_handler, action.sa_handler);
+  ASSERT_OK(Flock(fd_.get(), LOCK_UN, Deadline::Never()));
+  EXPECT_OK(Flock(other.get(), LOCK_EX, Deadline::After(5)));
 }
 
 }  // namespace
