@@ -700,10 +700,19 @@ range_conflict(target, mode, offset, length)
     XSRETURN(1);
 
 void
-lock_holders(target)
+lock_holders(target, ...)
     SV *target
   PPCODE:
     const char *const func = "lock_holders";
+    bool waiters = false;
+    if ((items - 1) % 2)
+        Perl_croak(aTHX_ "%s: odd number of option arguments", func);
+    for (I32 i = 1; i < items; i += 2) {
+        if (strEQ(SvPV_nolen(ST(i)), "waiters"))
+            waiters = SvTRUE(ST(i + 1));
+        else
+            Perl_croak(aTHX_ "%s: unknown option '%" SVf "'", func, SVfARG(ST(i)));
+    }
     std::vector<locker::Holder> holders;
     int err = 0;
     {
@@ -720,6 +729,8 @@ lock_holders(target)
             err = errno;
         else
             err = locker::ListHolders(st.st_dev, st.st_ino, &holders).err();
+        if (!err && waiters)
+            err = locker::ListWaiters(st.st_dev, st.st_ino, &holders).err();
     }
     errno = err; /* 0 on success, so an empty list is told apart from a failure */
     if (err)
@@ -736,6 +747,8 @@ lock_holders(target)
                         holder.command.empty()
                             ? newSV(0)
                             : newSVpvn(holder.command.data(), holder.command.size()));
+        if (holder.waiting)
+            (void)hv_stores(hv, "waiting", newSViv(1));
         mPUSHs(newRV_noinc((SV *)hv));
     }
     XSRETURN((IV)holders.size());
