@@ -1,0 +1,1 @@
+/dev/fd/3: line 60: --start: command not found
