@@ -2,7 +2,9 @@ package File::Locker;
 
 use 5.016;
 use strict;
-use warnings;
+# No "use warnings" here: loading warnings.pm is nearly half of this
+# module's load time, which bin/locker pays on every run. The Perl code
+# below is small, and the test suite runs it under -w.
 
 our $VERSION = '0.01';
 
