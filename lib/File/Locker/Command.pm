@@ -8,7 +8,8 @@ package File::Locker::Command;
 # an API.
 
 use strict;
-use warnings;    # loaded on the rare paths only
+# No "use warnings": bin/locker runs under -w, and the FD form, which shell
+# scripts use often, should not pay for loading warnings.pm.
 
 use File::Locker qw(LOCK_SH LOCK_EX LOCK_UN LOCK_NB lock_range);
 
