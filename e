@@ -1,1 +1,0 @@
-/dev/fd/3: line 60: --start: command not found
