@@ -144,4 +144,19 @@ subtest 'a range lock is inherited too' => sub {
     is(system(@LOCKER, '-n', '--range', '5:1', $path, 'true') >> 8, 0, 'then the range is free');
 };
 
+subtest '-F with a classic range lock is refused, not run unlocked' => sub {
+    my $path = scratch_file();
+    my $marker = scratch_dir() . '/classic-ran';
+    local $ENV{FILE_LOCKER_NO_OFD} = 1;
+    my $err = scratch_dir() . '/classic-err';
+    my $code = system(join(' ', map { "'$_'" } @LOCKER, '-F', '--range', '0:10', $path, 'sh', '-c', ': > "$0"', $marker)
+                      . " 2>'$err'") >> 8;
+    is($code, 64, 'exit 64');
+    ok(!-e $marker, 'COMMAND did not run');
+    like(slurp($err), qr/^locker: -F cannot hand a byte-range lock to COMMAND here/m, 'says why');
+    $code = system(@LOCKER, '--range', '0:10', $path, 'sh', '-c', ': > "$0"', $marker) >> 8;
+    is($code, 0, 'without -F it runs (locker holds the lock while COMMAND runs)');
+    ok(-e $marker, 'COMMAND ran');
+};
+
 done_testing;
