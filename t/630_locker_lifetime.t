@@ -144,7 +144,7 @@ subtest 'a range lock is inherited too' => sub {
     is(system(@LOCKER, '-n', '--range', '5:1', $path, 'true') >> 8, 0, 'then the range is free');
 };
 
-subtest '-F with a classic range lock is refused, not run unlocked' => sub {
+subtest 'classic range locks: -F and the FD form are refused, not left unlocked' => sub {
     my $path = scratch_file();
     my $marker = scratch_dir() . '/classic-ran';
     local $ENV{FILE_LOCKER_NO_OFD} = 1;
@@ -157,6 +157,8 @@ subtest '-F with a classic range lock is refused, not run unlocked' => sub {
     $code = system(@LOCKER, '--range', '0:10', $path, 'sh', '-c', ': > "$0"', $marker) >> 8;
     is($code, 0, 'without -F it runs (locker holds the lock while COMMAND runs)');
     ok(-e $marker, 'COMMAND ran');
+    my $fd_form = system('sh', '-c', '"$@" 9<>"$0"', $path, @LOCKER, '--range', '0:10', '9') >> 8;
+    is($fd_form, 64, 'the FD form with a range is refused too: the lock would end with locker');
 };
 
 done_testing;

@@ -172,6 +172,12 @@ sub descriptor_mode {
         main::acquire($opt, $what, $try) or return lock_failed($opt, $fd);
         return 0;
     }
+    if ($opt->{mode} != LOCK_UN && !File::Locker::_using_ofd_locks()) {
+        # A classic POSIX lock is ours, not the shell's: it would end with us.
+        main::complain('cannot lock a byte range for the shell here:'
+                       . ' this system has no open-file-description locks');
+        return 64;
+    }
     my $fh = descriptor_handle($fd) or do { main::complain("$fd: $!"); return EX_DATAERR };
     if ($opt->{mode} == LOCK_UN) {
         unlock_range($fh, request_span($opt)) or return lock_failed($opt, $fd);
