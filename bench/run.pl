@@ -179,17 +179,19 @@ if ($run{startup}) {
     if ($variants) {
         my $rounds = scaled(15, 5);
         my $runs   = scaled(20, 8);
-        my $times  = run_startup($variants, $rounds, $runs);
-        my $flock  = $times->{ $variants->[0][0] };
-        my @rows   = map {
-            my $t = $times->{ $_->[0] };
-            [ $_->[0], fmt_time(median(@$t)), fmt_ratio(paired_ratio($t, $flock)) ]
+        my ($times, $cpu) = run_startup($variants, $rounds, $runs);
+        my $flock     = $times->{ $variants->[0][0] };
+        my $flock_cpu = median(@{ $cpu->{ $variants->[0][0] } });
+        my @rows      = map {
+            my ($t, $c) = ($times->{ $_->[0] }, $cpu->{ $_->[0] });
+            [ $_->[0], fmt_time(median(@$t)), fmt_ratio(paired_ratio($t, $flock)), fmt_time(median(@$c)),
+              $flock_cpu > 0 ? fmt_ratio(median(@$c) / $flock_cpu) : '-' ]
         } @$variants;
-        print format_table("Start-up: a whole command on a free lock, fork to exit
-($rounds interleaved"
+        print format_table("Start-up: a whole command on a free lock, fork to exit\n($rounds interleaved"
               . " rounds of $runs runs each: median of the rounds' means; ratio: median per-round ratio"
-              . ' to flock(1); locker runs from an installed-layout copy of the build)',
-            [ 'command', 'time', 'ratio' ], @rows);
+              . ' to flock(1); CPU: user + system time, a ratio of medians, less inflated by a loaded'
+              . ' machine; locker runs from an installed-layout copy of the build)',
+            [ 'command', 'time', 'ratio', 'CPU', 'CPU ratio' ], @rows);
         $ratio{startup} = paired_ratio($times->{ $variants->[1][0] }, $flock);
     }
     else {

@@ -52,11 +52,13 @@ sub installed_copy {
 }
 
 # Runs each variant RUNS times per round, in ROUNDS rounds whose order
-# rotates; returns { name => [mean seconds per run, one per round] }.
-# Dies if a command fails, so a broken locker cannot look fast.
+# rotates; returns { name => [mean seconds per run, one per round] } for
+# the elapsed time and another such hash for the CPU time (user + system of
+# the reaped children, which a loaded machine inflates less). Dies if a
+# command fails, so a broken locker cannot look fast.
 sub run_startup {
     my ($variants, $rounds, $runs) = @_;
-    my %per_round;
+    my (%per_round, %cpu);
     open(my $null, '>', '/dev/null') or die "open /dev/null: $!\n";
     for my $round (0 .. $rounds - 1) {
         my @order = @$variants;
@@ -64,6 +66,7 @@ sub run_startup {
         for my $v (@order) {
             my ($name, $argv) = @$v;
             my $t0 = now();
+            my @c0 = times;
             for (1 .. $runs) {
                 my $pid = fork // die "fork: $!\n";
                 if (!$pid) {
@@ -75,9 +78,11 @@ sub run_startup {
                 die "startup: '$name' exited with status $?\n" if $?;
             }
             push @{ $per_round{$name} }, (now() - $t0) / $runs;
+            my @c1 = times;
+            push @{ $cpu{$name} }, ($c1[2] + $c1[3] - $c0[2] - $c0[3]) / $runs;
         }
     }
-    return \%per_round;
+    return (\%per_round, \%cpu);
 }
 
 1;
