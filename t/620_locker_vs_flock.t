@@ -238,6 +238,16 @@ for my $row (@rows) {
     is($free->{state}, "free\n", 'the probe sees no lock under -u');
 }
 
+# --help and --version: the same exit code and streams; the text is each
+# program's own.
+for my $args (['-h'], ['--help'], ['-V'], ['--version']) {
+    my $flock  = run_row($FLOCK, undef, @$args);
+    my $locker = run_row($LOCKER, undef, @$args);
+    is($locker->{status}, $flock->{status}, "@$args: the same exit status ($flock->{status})");
+    ok(length $locker->{stdout} && length $flock->{stdout}, "@$args: both print on stdout");
+    is($locker->{stderr}, $flock->{stderr}, "@$args: the same (empty) stderr");
+}
+
 # Deliberate differences.
 {
     my $flock  = run_row($FLOCK, undef, '-w', '-1', 'lock', 'CMD');
