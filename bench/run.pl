@@ -5,7 +5,7 @@
 #
 #   perl -Mblib bench/run.pl [SECTION...]     (from the distribution root)
 #
-# Sections: pairs ranges handoff contention table (default: all).
+# Sections: pairs ranges handoff contention table startup (default: all).
 # BENCH_QUICK=1 runs a shorter version. Writes bench/out/handoff.png.
 
 use strict;
@@ -24,10 +24,11 @@ use Bench::Pairs qw(whole_file_pairs path_pairs range_pairs pairs_table);
 use Bench::Peers qw(have_peer peer_notes peer_versions);
 use Bench::Plot qw(plot_handoffs);
 use Bench::RangeTable qw(run_range_table);
+use Bench::Startup qw(startup_variants run_startup);
 use Bench::Util qw(now quick scaled median percentile paired_ratio format_table fmt_ratio fmt_time);
 
 $| = 1;
-my @sections = qw(pairs ranges handoff contention table);
+my @sections = qw(pairs ranges handoff contention table startup);
 my %run = map { $_ => 1 } @ARGV ? @ARGV : @sections;
 for my $name (keys %run) {
     die "unknown section '$name' (sections: @sections)\n" unless grep { $_ eq $name } @sections;
@@ -173,6 +174,31 @@ if ($run{table}) {
     }
 }
 
+if ($run{startup}) {
+    my ($variants, $note) = startup_variants($dir, "$FindBin::Bin/../bin/locker", lock_file_path('startup'));
+    if ($variants) {
+        my $rounds = scaled(15, 5);
+        my $runs   = scaled(20, 8);
+        my ($times, $cpu) = run_startup($variants, $rounds, $runs);
+        my $flock     = $times->{ $variants->[0][0] };
+        my $flock_cpu = median(@{ $cpu->{ $variants->[0][0] } });
+        my @rows      = map {
+            my ($t, $c) = ($times->{ $_->[0] }, $cpu->{ $_->[0] });
+            [ $_->[0], fmt_time(median(@$t)), fmt_ratio(paired_ratio($t, $flock)), fmt_time(median(@$c)),
+              $flock_cpu > 0 ? fmt_ratio(median(@$c) / $flock_cpu) : '-' ]
+        } @$variants;
+        print format_table("Start-up: a whole command on a free lock, fork to exit\n($rounds interleaved"
+              . " rounds of $runs runs each: median of the rounds' means; ratio: median per-round ratio"
+              . ' to flock(1); CPU: user + system time, a ratio of medians, less inflated by a loaded'
+              . ' machine; locker runs from an installed-layout copy of the build)',
+            [ 'command', 'time', 'ratio', 'CPU', 'CPU ratio' ], @rows);
+        $ratio{startup} = paired_ratio($times->{ $variants->[1][0] }, $flock);
+    }
+    else {
+        push @notes, $note;
+    }
+}
+
 print summary();
 exit 0;
 
@@ -209,6 +235,7 @@ sub summary {
         [ 'lock_range+release vs File::FcntlLock F_SETLK pair', 'lock_range_pair', 0.5, 'ranges' ],
         [ 'one more range with 10,000 held vs File::FcntlLock in the same state', 'range_table', 1.3,
           'table' ],
+        [ 'locker -n FILE true vs flock -n FILE true (start-up)', 'startup', 3.0, 'startup' ],
     );
     my $text = "Summary\n-------\n";
     for my $t (@targets) {

@@ -154,4 +154,27 @@ Status ListHolders(dev_t dev, ino_t ino, std::vector<Holder>* out) {
   return Status::Ok();
 }
 
+Status ListWaiters(dev_t dev, ino_t ino, std::vector<Holder>* out) {
+  std::ifstream locks("/proc/locks");
+  if (!locks) return Status::Error(errno ? errno : ENOENT);
+  const unsigned major = ::major(dev), minor = ::minor(dev);
+  std::string text;
+  while (std::getline(locks, text)) {
+    LockLine line;
+    if (!ParseLockLine(text, &line) || !line.waiting || line.kind.empty()) continue;
+    if (line.dev_major != major || line.dev_minor != minor || line.ino != ino) continue;
+    Holder waiter;
+    // OFD requests show pid -1; other pids are of live, blocked processes.
+    waiter.pid = line.pid > 0 ? line.pid : -1;
+    waiter.kind = line.kind;
+    waiter.mode = line.mode;
+    waiter.start = line.start;
+    waiter.length = line.length;
+    waiter.waiting = true;
+    if (waiter.pid > 0) waiter.command = CommandLine(waiter.pid);
+    out->push_back(waiter);
+  }
+  return Status::Ok();
+}
+
 }  // namespace locker

@@ -21,6 +21,7 @@ struct Holder {
   off_t start = 0;
   off_t length = 0;      // 0: to end of file
   std::string command;   // the holder's command line, "" if unreadable
+  bool waiting = false;  // blocked waiting for this lock, not holding it
 };
 
 // One parsed line of /proc/locks (or a "lock:" line of /proc/PID/fdinfo).
@@ -45,6 +46,13 @@ bool ParseLockLine(const std::string& line, LockLine* out);
 // whose holder cannot be seen (permissions, other pid namespaces) come back
 // with pid -1 rather than a guess. Fails only if /proc/locks is unreadable.
 Status ListHolders(dev_t dev, ino_t ino, std::vector<Holder>* out);
+
+// Appends to *out the lock requests blocked on the file with device dev and
+// inode ino (the "->" lines of /proc/locks), each with waiting set: the pid
+// the kernel gives (the waiting process for flock and classic POSIX
+// requests; -1 for OFD requests, whose waiter /proc does not name) and its
+// command line. Never blocks. Fails only if /proc/locks is unreadable.
+Status ListWaiters(dev_t dev, ino_t ino, std::vector<Holder>* out);
 
 }  // namespace locker
 

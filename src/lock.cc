@@ -177,6 +177,16 @@ void Lock::Release() {
   state_ = State::kReleased;
 }
 
+void Lock::Abandon() {
+  if (state_ == State::kReleased) return;
+  if (InOwnerProcess() && state_ == State::kHeld) {
+    registry().Forget(desc_, whole_, ToRangeMode(mode_), start_, end_);
+  }
+  registry().Unref(desc_);
+  desc_ = nullptr;
+  state_ = State::kReleased;
+}
+
 Status Lock::Upgrade(const Deadline& deadline) {
   if (state_ == State::kReleased) return Status::Error(ENOLCK);
   if (state_ == State::kHeld && mode_ == LOCK_EX) return Status::Ok();

@@ -92,6 +92,13 @@ class Lock final {
   // call does nothing. Never blocks.
   void Release();
 
+  // Lets go without unlocking: the record forgets the lock, the
+  // registry's descriptor closes, and the kernel keeps the lock for as long
+  // as another descriptor of the OFD stays open (one handed to a command
+  // that outlives this process, say). Classic locks are dropped by that
+  // close, as POSIX says. Never blocks.
+  void Abandon();
+
   // Shared to exclusive, waiting up to deadline. Whole file: flock(2)
   // semantics (the shared lock may be dropped while waiting; if the wait
   // fails it is taken back without waiting where possible, else held()

@@ -558,6 +558,17 @@ void Registry::LowerWhole(Description* desc, RangeMode mode) {
   }
 }
 
+void Registry::Forget(Description* desc, bool whole, RangeMode mode, Pos start,
+                      Pos end) {
+  std::lock_guard<std::mutex> hold(mutex_);
+  if (whole) {
+    desc->whole.Add(mode, -1);
+  } else {
+    Record(desc, mode, start, end, -1);
+    if (!ofd_) DropIfUnused(desc->inode);
+  }
+}
+
 void Registry::MarkShared(Description* desc) {
   std::lock_guard<std::mutex> hold(mutex_);
   desc->adopted = true;

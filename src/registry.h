@@ -135,6 +135,10 @@ class Registry final {
   // handed out again as a fresh OFD.
   void MarkShared(Description* desc);
 
+  // Withdraws one hold (whole-file, or [start, end)) from the record
+  // without touching the kernel.
+  void Forget(Description* desc, bool whole, RangeMode mode, Pos start, Pos end);
+
   // Whether desc's whole-file hold has been lost (see TakeWhole).
   bool WholeLost(const Description* desc);
 

@@ -808,10 +808,19 @@ range_conflict(target, mode, offset, length)
     XSRETURN(1);
 
 void
-lock_holders(target)
+lock_holders(target, ...)
     SV *target
   PPCODE:
     const char *const func = "lock_holders";
+    bool waiters = false;
+    if ((items - 1) % 2)
+        Perl_croak(aTHX_ "%s: odd number of option arguments", func);
+    for (I32 i = 1; i < items; i += 2) {
+        if (strEQ(SvPV_nolen(ST(i)), "waiters"))
+            waiters = SvTRUE(ST(i + 1));
+        else
+            Perl_croak(aTHX_ "%s: unknown option '%" SVf "'", func, SVfARG(ST(i)));
+    }
     std::vector<locker::Holder> holders;
     int err = 0;
     {
@@ -828,6 +837,8 @@ lock_holders(target)
             err = errno;
         else
             err = locker::ListHolders(st.st_dev, st.st_ino, &holders).err();
+        if (!err && waiters)
+            err = locker::ListWaiters(st.st_dev, st.st_ino, &holders).err();
     }
     errno = err; /* 0 on success, so an empty list is told apart from a failure */
     if (err)
@@ -844,6 +855,8 @@ lock_holders(target)
                         holder.command.empty()
                             ? newSV(0)
                             : newSVpvn(holder.command.data(), holder.command.size()));
+        if (holder.waiting)
+            (void)hv_stores(hv, "waiting", newSViv(1));
         mPUSHs(newRV_noinc((SV *)hv));
     }
     XSRETURN((IV)holders.size());
@@ -982,6 +995,16 @@ _descriptor(self)
     PUSHs(boolSV(guard->lock.writable()));
     PUSHs(take_kept_handle(aTHX_ guard->lock));
     XSRETURN(3);
+
+void
+_leave_locked(self)
+    SV *self
+  PPCODE:
+    /* Lets go without unlocking (the locker command's exit, as flock(1)'s):
+     * the kernel keeps the lock while another descriptor of it is open. */
+    Guard *guard = guard_for_change(aTHX_ self, "_leave_locked");
+    guard->lock.Abandon();
+    XSRETURN_EMPTY;
 
 void
 DESTROY(self)

@@ -2,7 +2,9 @@ package File::Locker;
 
 use 5.016;
 use strict;
-use warnings;
+# No "use warnings" here: loading warnings.pm is nearly half of this
+# module's load time, which bin/locker pays on every run. The Perl code
+# below is small, and the test suite runs it under -w.
 
 our $VERSION = '0.02';
 
@@ -414,7 +416,7 @@ FH; given a PATH, the file is opened read-only for the question and every
 holder counts. A PATH that cannot be opened gives undef with C<$!> set;
 opening never blocks, and a FIFO or a socket at PATH gives C<ENXIO>.
 
-=head2 lock_holders(PATH | FH)
+=head2 lock_holders(PATH | FH [, waiters => 1])
 
     for my $h (lock_holders('/var/lock/deploy.lock')) {
         printf "%s holds a %s %s lock on %d+%d: %s\n",
@@ -441,6 +443,13 @@ that /proc does not let us see -- another user's process under a restricted
 /proc, a process in another pid namespace -- is reported with pid undef
 rather than a guess. For diagnostics only: the answer may be stale by the
 time you read it, and Linux only.
+
+With C<< waiters => 1 >> the list also has one entry per lock request
+blocked on the file, with C<< waiting => 1 >> and the same keys, so "who
+waits behind whom" has an answer. They come from the C<< -> >> lines of
+F</proc/locks>: C<pid> is the waiting process for flock and classic POSIX
+requests, and undef for OFD requests, which the kernel does not attribute.
+Any other option croaks.
 
 =head1 GUARDS
 
