@@ -7,6 +7,7 @@
  * owns a resource lives inside an engine call and is gone before the engine
  * returns. */
 
+#include "coherence.h"
 #include "deadline.h"
 #include "file_lock.h"
 #include "flock_lock.h"
@@ -211,6 +212,7 @@ struct Guard final {
     PerlInterpreter *owner = nullptr; /* the interpreter (ithread) that locked */
     SV *handle = nullptr;             /* counted: user's handle, or fh()'s dup */
     bool borrowed = false;            /* locked through the user's handle */
+    bool coherent = false;            /* coherent => 1 */
 };
 
 /* Calls fn on whichever lock the guard holds (both have the same methods). */
@@ -299,6 +301,7 @@ struct LockOptions {
     locker::Deadline deadline = locker::Deadline::Never();
     locker::PathOptions path;
     bool path_only_given = false;
+    bool coherent = false;
 };
 
 /* Parses %options of lock_file / lock_range from ST(first) on. */
@@ -314,6 +317,10 @@ lock_options(pTHX_ SV **args, I32 count, const char *func, LockOptions *out)
         const std::string name(key, len);
         if (name == "timeout") {
             out->deadline = timeout_option(aTHX_ value, func);
+            continue;
+        }
+        if (name == "coherent") {
+            out->coherent = SvTRUE(value);
             continue;
         }
         out->path_only_given = true;
@@ -399,6 +406,26 @@ guard_flush(pTHX_ Guard *guard)
     return !guard->borrowed || fd == with_lock(guard, [](const auto &lock) { return lock.fd(); });
 }
 
+/* coherent => 1, after a grant: the file's size from the server and none
+ * of this machine's cached pages of the locked bytes. */
+locker::Status
+cohere_after_grant(const Guard *guard)
+{
+    const int fd = with_lock(guard, [](const auto &lock) { return lock.fd(); });
+    return guard->range ? locker::RefreshCachedData(fd, guard->range->start(), guard->range->end())
+                        : locker::RefreshCachedData(fd, 0, locker::kRangeEnd);
+}
+
+/* coherent => 1, before others may write (release, downgrade): our dirty
+ * data goes to the server. A failure cannot stop the release; it is not
+ * reported (the POD says so). */
+void
+cohere_before_release(const Guard *guard)
+{
+    if (guard->coherent)
+        (void)locker::FlushDirtyData(with_lock(guard, [](const auto &lock) { return lock.fd(); }));
+}
+
 /* Unlocks (owner) or lets go of this process's copy (anyone else). */
 void
 guard_release(pTHX_ Guard *guard)
@@ -415,8 +442,10 @@ guard_release(pTHX_ Guard *guard)
             with_lock(guard, [](auto &lock) { lock.Release(); });
         return;
     }
-    if (guard_flush(aTHX_ guard))
+    if (guard_flush(aTHX_ guard)) {
+        cohere_before_release(guard);
         with_lock(guard, [](auto &lock) { lock.Release(); });
+    }
     else /* the user closed or reopened the handle */
         with_lock(guard, [](auto &lock) { lock.Forget(); });
 }
@@ -549,7 +578,10 @@ take_lock(pTHX_ SV *target, int mode, const ByteRange &range,
                                                          range.start, range.end, options.path,
                                                          options.deadline);
             }
+            if (status.ok() && options.coherent)
+                status = cohere_after_grant(guard.get()); /* failure releases */
             if (status.ok()) {
+                guard->coherent = options.coherent;
                 guard->owner = aTHX;
                 guard->borrowed = by_handle;
                 if (by_handle)
@@ -825,6 +857,8 @@ upgrade(self, ...)
     const locker::Status status = until_not_interrupted(aTHX_ [&] {
         return with_lock(guard, [&](auto &lock) { return lock.Upgrade(deadline); });
     });
+    if (status.ok() && guard->coherent) /* flock(2) upgrades are not atomic */
+        (void)cohere_after_grant(guard);
     if (!status.ok())
         errno = status.err();
     ST(0) = boolSV(status.ok());
@@ -835,6 +869,7 @@ downgrade(self)
     SV *self
   PPCODE:
     Guard *guard = guard_for_change(aTHX_ self, "downgrade");
+    cohere_before_release(guard);
     const locker::Status status = until_not_interrupted(aTHX_ [&] {
         return with_lock(guard, [](auto &lock) { return lock.Downgrade(); });
     });
