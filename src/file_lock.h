@@ -59,6 +59,9 @@ Status LockThroughPath(const std::string& path, const PathOptions& options,
     status = lock(fd.get());
     if (!status.ok()) {
       let_go(std::move(fd), false);
+      // ESTALE: a network filesystem's file was removed between our open
+      // and our lock (by another machine). Start over on what PATH names.
+      if (status.err() == ESTALE && (deadline.is_immediate() || !deadline.Expired())) continue;
       return status;
     }
     struct stat st;
