@@ -741,17 +741,24 @@ lock_holders(target)
     {
         struct stat st;
         int rc;
+        int probe_fd = -1;
+        std::string probe_path;
         if (is_handle(aTHX_ target)) {
             PerlIO *fp;
             const int fd = handle_fd(aTHX_ target, &fp);
             rc = fd < 0 ? -1 : fstat(fd, &st);
+            probe_fd = fd;
         }
-        else
-            rc = stat(path_argument(aTHX_ target, func).c_str(), &st);
+        else {
+            probe_path = path_argument(aTHX_ target, func);
+            rc = stat(probe_path.c_str(), &st);
+        }
         if (rc != 0)
             err = errno;
         else
             err = locker::ListHolders(st.st_dev, st.st_ino, &holders).err();
+        if (!err) /* network and FUSE filesystems: ask the filesystem too */
+            err = locker::AddProbedHolders(probe_fd, probe_path, &holders).err();
     }
     errno = err; /* 0 on success, so an empty list is told apart from a failure */
     if (err)
@@ -764,6 +771,8 @@ lock_holders(target)
         (void)hv_stores(hv, "mode", newSViv(holder.mode));
         (void)hv_stores(hv, "offset", newSViv((IV)holder.start));
         (void)hv_stores(hv, "length", newSViv((IV)holder.length));
+        if (holder.remote)
+            (void)hv_stores(hv, "remote", newSViv(1));
         (void)hv_stores(hv, "command",
                         holder.command.empty()
                             ? newSV(0)
