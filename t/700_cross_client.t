@@ -202,6 +202,9 @@ for my $held (LOCK_EX, LOCK_SH) {
     if ($held == LOCK_SH) { ok(!$shared, "$what: range_conflict LOCK_SH through B says free") }
     else                  { ok($shared, "$what: range_conflict LOCK_SH through B finds it") }
     ok(!range_conflict($pb, LOCK_EX, 150, 0), "$what: range_conflict after its end says free");
+    my @holders = lock_holders($pb);
+    ok((grep { $_->{mode} == $held && $_->{offset} == 100 && $_->{length} == 50 } @holders),
+       "$what: lock_holders through B lists it, with its mode and range") or diag(explain(\@holders));
     let_go($peer);
     is(lockf_free($pb, LOCK_EX, 0, 0), 1, "$what: released, lockf EX of the whole file through B is granted");
 }
