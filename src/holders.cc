@@ -178,7 +178,12 @@ Status AddProbedHolders(int fd, const std::string& path, std::vector<Holder>* ou
   } else {
     probe.reset(::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
   }
-  if (probe.get() < 0) return Status::Error(errno);
+  if (probe.get() < 0) {
+    // Without a probe, an empty list would read "nobody": say we cannot
+    // tell instead. What /proc/locks showed still stands.
+    const int err = errno;
+    return out->empty() ? Status::Error(err) : Status::Ok();
+  }
   if (!ProcLocksIncomplete(probe.get())) return Status::Ok();
 
   constexpr int kMaxRanges = 64;  // diagnostics: enough to say who is there

@@ -70,7 +70,7 @@ bool ProcLocksIncomplete(int fd);
 // third process's LOCK_NB request at that moment can fail. Where the
 // filesystem emulates flock with POSIX locks (NFS, GlusterFS), a flock holder
 // appears as a whole-file "posix" entry. Fails only if the file cannot be
-// opened or probed.
+// opened for the probe and *out is empty (which would read "nobody").
 Status AddProbedHolders(int fd, const std::string& path, std::vector<Holder>* out);
 
 }  // namespace locker
