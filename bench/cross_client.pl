@@ -116,7 +116,13 @@ sub handoffs {
             my ($path, $in, $out) = $side ? ($file_b, $ab_r, $ba_w) : ($file, $ba_r, $ab_w);
             open my $fh, '+<', $path or die "open $path: $!\n";
             my $token;
-            if ($side == 0) { $token = $lock->($fh) }
+            if ($side == 0) {    # side 0 holds first, then lets side 1 start
+                $token = $lock->($fh);
+                print {$out} "ready\n";
+            }
+            else {
+                my $ready = <$in> // die "peer gone\n";
+            }
             for my $i (1 .. $n) {
                 my $holding = ($i % 2) == ($side == 0 ? 1 : 0);
                 if ($holding) {
