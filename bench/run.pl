@@ -6,7 +6,9 @@
 #   perl -Mblib bench/run.pl [SECTION...]     (from the distribution root)
 #
 # Sections: pairs ranges handoff contention table (default: all).
-# BENCH_QUICK=1 runs a shorter version. Writes bench/out/handoff.png.
+# BENCH_QUICK=1 runs a shorter version. Writes bench/out/handoff.png. With
+# LOCKER_TEST_DIRS=A:B (two mounts of one volume) it then runs
+# bench/cross_client.pl: cost and hand-off across the two mounts.
 
 use strict;
 use warnings;
@@ -174,6 +176,8 @@ if ($run{table}) {
 }
 
 print summary();
+# Across two mounts of a shared filesystem, when the user names them.
+system $^X, "$FindBin::Bin/cross_client.pl" if $ENV{LOCKER_TEST_DIRS};
 exit 0;
 
 sub machine_header {
