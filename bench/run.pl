@@ -177,7 +177,10 @@ if ($run{table}) {
 
 print summary();
 # Across two mounts of a shared filesystem, when the user names them.
-system $^X, "$FindBin::Bin/cross_client.pl" if $ENV{LOCKER_TEST_DIRS};
+if ($ENV{LOCKER_TEST_DIRS}) {
+    local $ENV{PERL5LIB} = join ':', @INC;    # the File::Locker this run uses
+    system $^X, "$FindBin::Bin/cross_client.pl";
+}
 exit 0;
 
 sub machine_header {
