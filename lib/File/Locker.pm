@@ -625,6 +625,14 @@ C<performance.read-ahead>, C<performance.io-cache>). A replicated volume
 also needs C<cluster.eager-lock off>, or contended locks can deadlock.
 B<[measured]>
 
+=item Cost
+
+An uncontended lock and unlock through the mount took about 0.3 ms (1 to
+3 microseconds on a local disk), a hand-off from a holder on one client to
+a waiter on the other about 0.55 ms (median), and C<< coherent => 1 >>
+added about 0.6 ms per lock and unlock (about 55 microseconds on a local
+ext4 disk). B<[measured]> F<bench/cross_client.pl> reports these.
+
 =item O_APPEND
 
 Four processes on two clients appending 100 lines each through C<O_APPEND>
