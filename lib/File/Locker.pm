@@ -652,9 +652,9 @@ server. B<[documented]>
 
 =item A client dies or is cut off
 
-The metadata server evicts a client that stops renewing its session (by
-default after 60 s without contact, 300 s before an unresponsive session is
-closed), and its locks go with it. B<[documented]>
+The metadata server evicts a client that stops answering it (by default
+it is considered stale after 60 s without contact and evicted after 300 s),
+and its locks go with it. B<[documented]>
 
 =item lock_holders
 
@@ -757,8 +757,8 @@ locks. flock(2) is sent as a whole-file lock. B<[documented]>
 
 =item A client dies or is cut off
 
-The server drops its locks when the session ends, or when a durable or
-persistent handle's timeout runs out. B<[documented]>
+The server drops its locks when the client's connection ends, or when a
+durable or persistent handle's timeout runs out. B<[documented]>
 
 =item lock_holders
 
