@@ -6,7 +6,9 @@
 #   perl -Mblib bench/run.pl [SECTION...]     (from the distribution root)
 #
 # Sections: pairs ranges handoff contention table startup (default: all).
-# BENCH_QUICK=1 runs a shorter version. Writes bench/out/handoff.png.
+# BENCH_QUICK=1 runs a shorter version. Writes bench/out/handoff.png. With
+# LOCKER_TEST_DIRS=A:B (two mounts of one volume) it then runs
+# bench/cross_client.pl: cost and hand-off across the two mounts.
 
 use strict;
 use warnings;
@@ -200,6 +202,11 @@ if ($run{startup}) {
 }
 
 print summary();
+# Across two mounts of a shared filesystem, when the user names them.
+if ($ENV{LOCKER_TEST_DIRS}) {
+    local $ENV{PERL5LIB} = join ':', @INC;    # the File::Locker this run uses
+    system $^X, "$FindBin::Bin/cross_client.pl";
+}
 exit 0;
 
 sub machine_header {

@@ -2,17 +2,23 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/statfs.h>
 #include <sys/sysmacros.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <set>
 #include <sstream>
 #include <tuple>
+
+#include "unique_fd.h"
 
 namespace locker {
 
@@ -76,7 +82,136 @@ std::map<Signature, std::set<pid_t>> ScanDescriptors(
   return found;
 }
 
+// Filesystem magic numbers (statfs f_type) of filesystems whose locks are
+// not all in /proc/locks, from linux/magic.h and the filesystems' sources.
+constexpr unsigned long kHiddenLockFilesystems[] = {
+    0x65735546,  // FUSE: GlusterFS, ceph-fuse, sshfs, ...
+    0x6969,      // NFS (v2, v3, v4)
+    0x00c36400,  // CephFS (kernel client)
+    0xff534d42,  // CIFS
+    0xfe534d42,  // SMB2
+    0x517b,      // SMB
+    0x0bd00bd0,  // Lustre
+    0x01021997,  // 9P
+    0x5346414f,  // AFS
+    0x6b414653,  // kAFS
+    0x7461636f,  // OCFS2
+    0x01161970,  // GFS2
+};
+
+#ifndef F_OFD_GETLK
+#define F_OFD_GETLK 36
+#endif
+
+// One conflicting lock at or after start, as F_OFD_GETLK (or F_GETLK) on a
+// description that holds nothing sees it: false when none. Asks for a write
+// lock, which every lock conflicts with.
+bool FirstLockFrom(int fd, off_t start, struct flock* found) {
+  struct flock query = {};
+  query.l_type = F_WRLCK;
+  query.l_whence = SEEK_SET;
+  query.l_start = start;
+  query.l_len = 0;
+  *found = query;
+  if (::fcntl(fd, F_OFD_GETLK, found) != 0) {
+    *found = query;
+    if (::fcntl(fd, F_GETLK, found) != 0) return false;
+  }
+  return found->l_type != F_UNLCK;
+}
+
+// The pid F_GETLK gives for a lock on [start, start + length), or -1.
+pid_t ClassicPid(int fd, const struct flock& lock) {
+  struct flock query = {};
+  query.l_type = F_WRLCK;
+  query.l_whence = SEEK_SET;
+  query.l_start = lock.l_start;
+  query.l_len = lock.l_len;
+  if (::fcntl(fd, F_GETLK, &query) != 0 || query.l_type == F_UNLCK) return -1;
+  return query.l_pid > 0 ? query.l_pid : -1;
+}
+
+// The mode of a whole-file flock(2) lock someone holds, found by trying to
+// take one without waiting; 0 when nobody holds one.
+int FlockHolderMode(int fd) {
+  if (::flock(fd, LOCK_EX | LOCK_NB) == 0) {
+    ::flock(fd, LOCK_UN);
+    return 0;
+  }
+  if (errno != EWOULDBLOCK) return 0;
+  if (::flock(fd, LOCK_SH | LOCK_NB) == 0) {
+    ::flock(fd, LOCK_UN);
+    return LOCK_SH;
+  }
+  return errno == EWOULDBLOCK ? LOCK_EX : 0;
+}
+
+bool AlreadyListed(const std::vector<Holder>& holders, const Holder& probed) {
+  for (const Holder& holder : holders) {
+    if (!holder.remote && holder.mode == probed.mode && holder.start == probed.start &&
+        holder.length == probed.length) {
+      return true;
+    }
+  }
+  return false;
+}
+
 }  // namespace
+
+bool ProcLocksIncomplete(int fd) {
+  struct statfs fs;
+  if (::fstatfs(fd, &fs) != 0) return false;
+  for (unsigned long magic : kHiddenLockFilesystems) {
+    if (static_cast<unsigned long>(fs.f_type) == magic) return true;
+  }
+  return false;
+}
+
+Status AddProbedHolders(int fd, const std::string& path, std::vector<Holder>* out) {
+  // The probe needs a description of its own, so that the caller's own
+  // locks count as holders and the flock try cannot convert them.
+  UniqueFd probe;
+  if (fd >= 0) {
+    if (!ProcLocksIncomplete(fd)) return Status::Ok();
+    probe.reset(::open(("/proc/self/fd/" + std::to_string(fd)).c_str(),
+                       O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+  } else {
+    probe.reset(::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+  }
+  if (probe.get() < 0) {
+    // Without a probe, an empty list would read "nobody": say we cannot
+    // tell instead. What /proc/locks showed still stands.
+    const int err = errno;
+    return out->empty() ? Status::Error(err) : Status::Ok();
+  }
+  if (!ProcLocksIncomplete(probe.get())) return Status::Ok();
+
+  constexpr int kMaxRanges = 64;  // diagnostics: enough to say who is there
+  bool ranges_found = false;
+  off_t start = 0;
+  struct flock lock;
+  for (int i = 0; i < kMaxRanges && FirstLockFrom(probe.get(), start, &lock); ++i) {
+    ranges_found = true;
+    Holder holder;
+    holder.kind = "posix";
+    holder.mode = lock.l_type == F_RDLCK ? LOCK_SH : LOCK_EX;
+    holder.start = lock.l_start;
+    holder.length = lock.l_len;
+    holder.pid = ClassicPid(probe.get(), lock);
+    holder.remote = true;
+    if (!AlreadyListed(*out, holder)) out->push_back(holder);
+    if (lock.l_len <= 0 || lock.l_start > std::numeric_limits<off_t>::max() - lock.l_len) break;  // to EOF
+    start = lock.l_start + lock.l_len;
+  }
+  if (!ranges_found) {
+    Holder holder;
+    holder.kind = "flock";
+    holder.mode = FlockHolderMode(probe.get());
+    holder.remote = true;
+    if (holder.mode != 0 && !AlreadyListed(*out, holder)) out->push_back(holder);
+  }
+  return Status::Ok();
+}
 
 bool ParseLockLine(const std::string& text, LockLine* out) {
   std::istringstream in(text);

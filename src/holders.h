@@ -22,6 +22,7 @@ struct Holder {
   off_t length = 0;      // 0: to end of file
   std::string command;   // the holder's command line, "" if unreadable
   bool waiting = false;  // blocked waiting for this lock, not holding it
+  bool remote = false;   // found by probing, not in /proc/locks (see below)
 };
 
 // One parsed line of /proc/locks (or a "lock:" line of /proc/PID/fdinfo).
@@ -53,6 +54,31 @@ Status ListHolders(dev_t dev, ino_t ino, std::vector<Holder>* out);
 // requests; -1 for OFD requests, whose waiter /proc does not name) and its
 // command line. Never blocks. Fails only if /proc/locks is unreadable.
 Status ListWaiters(dev_t dev, ino_t ino, std::vector<Holder>* out);
+// Whether the filesystem holding fd keeps (some of) its locks where
+// /proc/locks cannot show them: network and cluster filesystems whose locks
+// live on a server (NFS, CephFS, SMB, Lustre, 9P, AFS, OCFS2, GFS2) and FUSE
+// filesystems (GlusterFS, ceph-fuse, ...), whose locks /proc/locks does not
+// list even for this machine's own holders. Decided by fstatfs; false if
+// fstatfs fails.
+bool ProcLocksIncomplete(int fd);
+
+// On such a filesystem, asks the filesystem itself who holds locks on the
+// file, and appends what it answers to *out as Holders with remote = true,
+// skipping locks already in *out (what /proc/locks showed). fd is any
+// descriptor of the file, or -1 to open path (read-only, non-blocking). Does
+// nothing elsewhere. Never blocks on a lock.
+//
+// The probe runs on a new open file description of the file: F_OFD_GETLK
+// (F_GETLK where the kernel lacks it) walks the locked ranges, with the pid
+// from F_GETLK where the filesystem reports one -- on a network filesystem
+// possibly another machine's pid, so no command is looked up. Only if no
+// range is locked, a non-blocking flock(2) try (exclusive, then shared) finds
+// a whole-file flock holder; that try holds the lock for an instant, so a
+// third process's LOCK_NB request at that moment can fail. Where the
+// filesystem emulates flock with POSIX locks (NFS, GlusterFS), a flock holder
+// appears as a whole-file "posix" entry. Fails only if the file cannot be
+// opened for the probe and *out is empty (which would read "nobody").
+Status AddProbedHolders(int fd, const std::string& path, std::vector<Holder>* out);
 
 }  // namespace locker
 

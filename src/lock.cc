@@ -5,6 +5,7 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include "coherence.h"
 #include "process.h"
 
 namespace locker {
@@ -121,12 +122,20 @@ Status Lock::Acquire(bool whole, int fd, const std::string* path, int mode, Pos 
     PathOptions open_options = options;
     // F_WRLCK needs a descriptor open for writing: no read-only fallback.
     open_options.need_write = !whole_ && want == RangeMode::kExclusive;
+    constexpr int kStaleRetries = 100;  // a filesystem may keep saying so
+    int stale_retries = 0;
     for (;;) {
       status = registry().Open(*path, open_options, deadline, &desc);
       if (!status.ok()) return status;
       status = Take(desc, want, deadline);
       if (!status.ok()) {
         registry().Unref(desc);
+        // ESTALE: on a network filesystem another machine removed the file
+        // between our open and our lock. Start over on what PATH names.
+        if (status.err() == ESTALE && ++stale_retries < kStaleRetries &&
+            (deadline.is_immediate() || !deadline.Expired())) {
+          continue;
+        }
         return status;
       }
       if (PathNamesInode(*path, options.follow_symlinks, desc->inode.dev,
@@ -146,7 +155,18 @@ Status Lock::Acquire(bool whole, int fd, const std::string* path, int mode, Pos 
   owner_pid_ = CurrentPid();
   mode_ = mode & ~LOCK_NB;
   state_ = State::kHeld;
+  status = AfterGrant();
+  if (!status.ok()) Release();  // not coherent: not granted
   return status;
+}
+
+Status Lock::AfterGrant() {
+  return coherent_ ? RefreshCachedData(desc_->fd.get(), start_, end_) : Status::Ok();
+}
+
+void Lock::BeforeOthersWrite() {
+  // A failure cannot hold the release back; the POD says so.
+  if (coherent_) (void)FlushDirtyData(desc_->fd.get());
 }
 
 // Whether anything but this lock holds a lock on the file: another lock of
@@ -165,6 +185,7 @@ bool Lock::OthersHoldIt() {
 void Lock::Release() {
   if (state_ == State::kReleased) return;
   if (InOwnerProcess() && state_ == State::kHeld) {
+    BeforeOthersWrite();
     if (options_.unlink && !path_.empty() && !OthersHoldIt() &&
         PathNamesInode(path_, options_.follow_symlinks, desc_->inode.dev,
                        desc_->inode.ino)) {
@@ -180,6 +201,7 @@ void Lock::Release() {
 void Lock::Abandon() {
   if (state_ == State::kReleased) return;
   if (InOwnerProcess() && state_ == State::kHeld) {
+    BeforeOthersWrite();
     registry().Forget(desc_, whole_, ToRangeMode(mode_), start_, end_);
   }
   registry().Unref(desc_);
@@ -197,6 +219,7 @@ Status Lock::Upgrade(const Deadline& deadline) {
     if (status.ok()) {
       Give(desc_, RangeMode::kShared);
       mode_ = LOCK_EX;
+      (void)AfterGrant();  // flock(2) upgrades are not atomic
     }
     return status;
   }
@@ -205,6 +228,7 @@ Status Lock::Upgrade(const Deadline& deadline) {
     if (status.ok()) {
       Give(desc_, RangeMode::kShared);
       mode_ = LOCK_EX;
+      (void)AfterGrant();
       return status;
     }
     if (status.err() != EWOULDBLOCK || deadline.is_immediate()) return status;
@@ -218,6 +242,7 @@ Status Lock::Upgrade(const Deadline& deadline) {
   if (status.ok()) {
     mode_ = LOCK_EX;
     state_ = State::kHeld;
+    (void)AfterGrant();
     return status;
   }
   if (mode_ == LOCK_SH && status.err() != EINTR &&
@@ -231,6 +256,7 @@ Status Lock::Downgrade() {
   if (state_ == State::kReleased) return Status::Error(ENOLCK);
   if (held() && mode_ == LOCK_SH) return Status::Ok();
   if (state_ == State::kHeld && held()) {
+    BeforeOthersWrite();
     // Only lowers: never waits, never fails.
     if (whole_) {
       registry().DowngradeWhole(desc_);

@@ -64,6 +64,13 @@ class Lock final {
   // Releases as Release() does.
   ~Lock() { Release(); }
 
+  // coherent => 1: after every grant (acquire, upgrade) the file's cached
+  // pages of the locked bytes are dropped, and before anyone else may write
+  // (release, downgrade) its dirty data is flushed (see coherence.h), so
+  // holders on other machines of a network filesystem see each other's
+  // writes. Set before acquiring.
+  void set_coherent(bool on) { coherent_ = on; }
+
   // Whole-file lock (flock(2)) through a caller's descriptor, which the
   // caller may close at any time afterwards. mode is LOCK_SH or LOCK_EX,
   // optionally | LOCK_NB (then the deadline is immediate). Blocks up to
@@ -138,6 +145,8 @@ class Lock final {
   Status Take(Description* desc, RangeMode mode, const Deadline& deadline);
   void Give(Description* desc, RangeMode mode);
   bool OthersHoldIt();
+  Status AfterGrant();
+  void BeforeOthersWrite();
 
   State state_ = State::kReleased;
   bool whole_ = true;
@@ -148,6 +157,7 @@ class Lock final {
   pid_t owner_pid_ = 0;
   std::string path_;  // empty for a caller's descriptor
   PathOptions options_;
+  bool coherent_ = false;
 };
 
 }  // namespace locker

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <utility>
@@ -16,6 +17,24 @@ namespace {
 bool IsReadOnlyFallbackError(int err) {
   return err == EACCES || err == EPERM || err == EROFS || err == EISDIR ||
          err == ETXTBSY;
+}
+
+// Opens PATH, retrying the two answers a network filesystem client can give
+// while another machine removes and recreates the file: EEXIST from O_CREAT
+// without O_EXCL (its cached lookup said "absent", the server says "exists";
+// impossible on a local filesystem) and ESTALE (it still named the removed
+// file, and the kernel's own retry met the race again). Opening again then
+// finds the file PATH names now. Bounded, in case a filesystem keeps
+// answering so.
+int OpenRetryingRaces(const std::string& path, int flags, mode_t perms) {
+  constexpr int kAttempts = 100;
+  int fd = -1;
+  for (int attempt = 0; attempt < kAttempts; ++attempt) {
+    fd = ::open(path.c_str(), flags, perms);
+    if (fd >= 0) break;
+    if (errno != ESTALE && !(errno == EEXIST && (flags & O_CREAT))) break;
+  }
+  return fd;
 }
 
 // A FIFO or a socket is no lock file: refused with one errno. (Opening a
@@ -40,7 +59,7 @@ bool IsRegularFile(const std::string& path, bool follow) {
 // deadline. Anything else is not retried, so nothing else can block.
 Status OpenWithin(const std::string& path, int flags, mode_t perms, bool follow,
                   const Deadline& deadline, int* out) {
-  *out = ::open(path.c_str(), flags, perms);
+  *out = OpenRetryingRaces(path, flags, perms);
   if (*out >= 0) return Status::Ok();
   const int err = errno;
   if (err != EWOULDBLOCK || !IsRegularFile(path, follow)) return Status::Error(err);
@@ -54,9 +73,17 @@ Status OpenWithin(const std::string& path, int flags, mode_t perms, bool follow,
 }  // namespace
 
 bool PathNamesInode(const std::string& path, bool follow, dev_t dev, ino_t ino) {
-  struct stat st;
-  const int rc = follow ? ::stat(path.c_str(), &st) : ::lstat(path.c_str(), &st);
-  return rc == 0 && st.st_dev == dev && st.st_ino == ino;
+  // A network filesystem client answers a plain stat from its cache, which
+  // may still show the file another machine has just removed. Forcing the
+  // attributes from the server gives the inode's current link count: a
+  // removed file that we (or anyone) still hold open has none left.
+  struct statx stx;
+  const int flags = AT_STATX_FORCE_SYNC | (follow ? 0 : AT_SYMLINK_NOFOLLOW);
+  if (::statx(AT_FDCWD, path.c_str(), flags, STATX_INO | STATX_NLINK, &stx) != 0) {
+    return false;
+  }
+  return makedev(stx.stx_dev_major, stx.stx_dev_minor) == dev && stx.stx_ino == ino &&
+         stx.stx_nlink > 0;
 }
 
 Status OpenLockFile(const std::string& path, const PathOptions& options,

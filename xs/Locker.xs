@@ -333,6 +333,7 @@ struct LockOptions {
     locker::Deadline deadline = locker::Deadline::Never();
     locker::PathOptions path;
     bool path_only_given = false;
+    bool coherent = false;
 };
 
 /* Parses %options of lock_file / lock_range from ST(first) on. */
@@ -348,6 +349,10 @@ lock_options(pTHX_ SV **args, I32 count, const char *func, LockOptions *out)
         const std::string name(key, len);
         if (name == "timeout") {
             out->deadline = timeout_option(aTHX_ value, func);
+            continue;
+        }
+        if (name == "coherent") {
+            out->coherent = SvTRUE(value);
             continue;
         }
         out->path_only_given = true;
@@ -634,6 +639,7 @@ take_lock(pTHX_ SV *target, int mode, const ByteRange &range,
              * gone before Perl signal handlers run (they may die). */
             auto guard = std::make_unique<Guard>();
             locker::Lock &lock = guard->lock;
+            lock.set_coherent(options.coherent);
             locker::Status status = locker::Status::Ok();
             if (by_handle) {
                 status = range.whole
@@ -826,19 +832,26 @@ lock_holders(target, ...)
     {
         struct stat st;
         int rc;
+        int probe_fd = -1;
+        std::string probe_path;
         if (is_handle(aTHX_ target)) {
             PerlIO *fp;
             const int fd = handle_fd(aTHX_ target, &fp);
             rc = fd < 0 ? -1 : fstat(fd, &st);
+            probe_fd = fd;
         }
-        else
-            rc = stat(path_argument(aTHX_ target, func).c_str(), &st);
+        else {
+            probe_path = path_argument(aTHX_ target, func);
+            rc = stat(probe_path.c_str(), &st);
+        }
         if (rc != 0)
             err = errno;
         else
             err = locker::ListHolders(st.st_dev, st.st_ino, &holders).err();
         if (!err && waiters)
             err = locker::ListWaiters(st.st_dev, st.st_ino, &holders).err();
+        if (!err) /* network and FUSE filesystems: ask the filesystem too */
+            err = locker::AddProbedHolders(probe_fd, probe_path, &holders).err();
     }
     errno = err; /* 0 on success, so an empty list is told apart from a failure */
     if (err)
@@ -851,6 +864,8 @@ lock_holders(target, ...)
         (void)hv_stores(hv, "mode", newSViv(holder.mode));
         (void)hv_stores(hv, "offset", newSViv((IV)holder.start));
         (void)hv_stores(hv, "length", newSViv((IV)holder.length));
+        if (holder.remote)
+            (void)hv_stores(hv, "remote", newSViv(1));
         (void)hv_stores(hv, "command",
                         holder.command.empty()
                             ? newSV(0)

@@ -20,7 +20,7 @@ use Test::More ();
 use Time::HiRes ();
 
 our @EXPORT_OK = qw(
-  scratch_dir scratch_file spawn fork_peer probe holder fd_count
+  scratch_dir cross_dirs scratch_file spawn fork_peer probe holder fd_count
   now read_line open_lock open_rw slurp in_path set_members
   our_holder patient_holder release_holder release_and_wait release_on_waiter
   conflicts try_flock try_range try_lock_file refused_ok
@@ -28,8 +28,44 @@ our @EXPORT_OK = qw(
 
 our $PATIENCE = $ENV{LOCKER_TEST_PATIENCE} || 60;    # seconds, safety net only
 
+# Lock files go in a fresh directory under LOCKER_TEST_DIR when it is set
+# (a network or cluster filesystem to test against), else under TMPDIR.
 my $dir;
-sub scratch_dir { $dir //= File::Temp::tempdir('locker-test-XXXXXX', TMPDIR => 1, CLEANUP => 1) }
+sub scratch_dir {
+    return $dir //= File::Temp::tempdir('locker-test-XXXXXX', CLEANUP => 1,
+        $ENV{LOCKER_TEST_DIR} ? (DIR => $ENV{LOCKER_TEST_DIR}) : (TMPDIR => 1));
+}
+
+# cross_dirs(): for tests across two clients of one shared filesystem, the
+# two directories named by LOCKER_TEST_DIRS=A:B, each with a fresh
+# subdirectory of the same name (made through A, removed at exit), as a list
+# (A_SUB, B_SUB). Returns the empty list with the reason in $@ when the
+# variable is unset or A and B do not show the same files.
+sub cross_dirs {
+    $@ = '';
+    my $dirs = $ENV{LOCKER_TEST_DIRS};
+    unless (defined $dirs && length $dirs) {
+        $@ = 'LOCKER_TEST_DIRS=A:B is not set (two mounts of one shared filesystem)';
+        return;
+    }
+    my ($a, $b, @rest) = split /:/, $dirs;
+    unless (defined $b && !@rest && -d $a && -d $b) {
+        $@ = "LOCKER_TEST_DIRS=$dirs: want two existing directories A:B";
+        return;
+    }
+    my $sub  = File::Temp::tempdir('locker-cross-XXXXXX', DIR => $a, CLEANUP => 1);
+    my $name = (File::Spec->splitdir($sub))[-1];
+    my $mark = "$sub/mark.$$";
+    open my $fh, '>', $mark or die "create $mark: $!";
+    print {$fh} "$$\n";
+    close $fh or die "close $mark: $!";
+    unless (-f "$b/$name/mark.$$" && slurp("$b/$name/mark.$$") eq "$$\n") {
+        $@ = "LOCKER_TEST_DIRS=$dirs: a file made in $a does not show in $b";
+        return;
+    }
+    unlink $mark;
+    return ($sub, "$b/$name");
+}
 
 my $serial = 0;
 sub scratch_file {
