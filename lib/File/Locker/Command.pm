@@ -57,7 +57,9 @@ sub report_holders {
     my ($start, $end) = request_span($opt);
     my @in_way = grep {
         my $h = $_;
-        ($opt->{fcntl} ? $h->{kind} ne 'flock' : $h->{kind} eq 'flock')
+        # Where the filesystem reports holders itself (remote), it emulates
+        # flock with POSIX locks: every kind is in the way of every kind.
+        ($h->{remote} || ($opt->{fcntl} ? $h->{kind} ne 'flock' : $h->{kind} eq 'flock'))
           && ($h->{mode} == LOCK_EX || $opt->{mode} == LOCK_EX)
           && overlaps($start, $end, $h->{offset}, $h->{length} ? $h->{offset} + $h->{length} : undef)
           && !(defined $h->{pid} && $h->{pid} == $$)
@@ -84,7 +86,8 @@ sub describe_holder {
     return sprintf '%s %s %s by %s%s', $h->{mode} == LOCK_EX ? 'exclusive' : 'shared',
       $h->{kind}, range_text($h, 'bytes '),
       defined $h->{pid} ? "pid $h->{pid}" : 'a process we cannot see',
-      defined $h->{command} ? ' (' . printable($h->{command}) . ')' : '';
+      defined $h->{command} ? ' (' . printable($h->{command}) . ')'
+      : $h->{remote} ? ' (as the filesystem reports it; maybe on another machine)' : '';
 }
 
 sub range_text {
@@ -251,6 +254,7 @@ sub holders {
     printf $format, 'PID', $waiters ? 'STATE' : '', qw(KIND MODE RANGE COMMAND);
     for my $h (@found) {
         my $command = defined $h->{command} ? printable($h->{command})
+          : $h->{remote} ? '(reported by the filesystem; maybe another machine)'
           : defined $h->{pid} ? ''
           : $h->{waiting} ? '(waiter not named by the kernel)' : '(holder not visible to us)';
         printf $format, $h->{pid} // '?', $waiters ? $h->{waiting} ? 'waits' : 'holds' : '',
