@@ -314,7 +314,9 @@ ok(!defined $mismatch, "$STEPS random steps agree with the model and the kernel 
       . "\nrerun with LOCKER_SEED=$SEED LOCKER_STEPS=$STEPS" . ($OFD ? '' : ' FILE_LOCKER_NO_OFD=1'));
 
 SKIP: {
-    skip 'too few steps, or a mismatch, for the coverage checks', 5 if $STEPS < 500 || defined $mismatch;
+    # Refused upgrades are the rarest step: at 800 steps 3 runs in 1000 had
+    # none (in classic mode), so short runs check the model only.
+    skip 'too few steps, or a mismatch, for the coverage checks', 5 if $STEPS < 2000 || defined $mismatch;
     ok($count{'take granted'},    'some takes were granted');
     ok($count{'take refused'},    'some takes were refused');
     ok($count{'upgrade granted'}, 'some upgrades were granted');
