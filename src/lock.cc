@@ -5,7 +5,13 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdio>
+#include <utility>
+#include <vector>
+
 #include "coherence.h"
+#include "holders.h"
 #include "process.h"
 
 namespace locker {
@@ -50,6 +56,51 @@ bool ClassicLocksHeld(const InodeKey& inode) {
 bool SameOpenFile(int a, int b) { return SameFile(a, b) == 1; }
 
 bool Lock::InOwnerProcess() const { return owner_pid_ == CurrentPid(); }
+
+bool Lock::KernelHolds() const {
+  if (state_ != State::kHeld || desc_ == nullptr) return false;
+  if (!whole_ && !registry().ofd()) return true;
+  char name[64];
+  ::snprintf(name, sizeof name, "/proc/self/fdinfo/%d", desc_->fd.get());
+  UniqueFd info(::open(name, O_RDONLY | O_CLOEXEC));
+  if (!info.valid()) return true;
+  std::string text;
+  char buf[4096];
+  for (;;) {
+    const ssize_t n = ::read(info.get(), buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    text.append(buf, static_cast<size_t>(n));
+  }
+  // Lines "lock:\t1: OFDLCK ADVISORY WRITE -1 fe:00:123 0 99", as in
+  // /proc/locks but for this open file description only.
+  std::vector<std::pair<Pos, Pos>> covered;
+  size_t at = 0;
+  while (at < text.size()) {
+    size_t eol = text.find('\n', at);
+    if (eol == std::string::npos) eol = text.size();
+    const std::string line = text.substr(at, eol - at);
+    at = eol + 1;
+    static const char kPrefix[] = "lock:";
+    if (line.compare(0, sizeof kPrefix - 1, kPrefix) != 0) continue;
+    LockLine lock;
+    if (!ParseLockLine(line.substr(sizeof kPrefix - 1), &lock) || lock.waiting) continue;
+    if (lock.kind != (whole_ ? "flock" : "ofd")) continue;
+    if (mode_ == LOCK_EX && lock.mode != LOCK_EX) continue;
+    if (whole_) return true;
+    const Pos from = static_cast<Pos>(lock.start);
+    covered.emplace_back(from, lock.length == 0 ? kRangeEnd : from + static_cast<Pos>(lock.length));
+  }
+  if (whole_) return false;
+  std::sort(covered.begin(), covered.end());
+  Pos next = start_;  // the first byte not yet seen covered
+  for (const auto& [from, to] : covered) {
+    if (from > next) break;
+    next = std::max(next, to);
+    if (next >= end_) return true;
+  }
+  return next >= end_;
+}
 
 bool Lock::writable() const {
   if (desc_ == nullptr) return false;

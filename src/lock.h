@@ -121,6 +121,13 @@ class Lock final {
   // during a failed conversion is not).
   bool held() const;
   bool released() const { return state_ == State::kReleased; }
+  // Whether the kernel itself lists this lock's open file description as
+  // holding its bytes in at least its mode (/proc/self/fdinfo): false when
+  // something outside this Lock dropped or lowered them -- a process that
+  // shares the description through fork, say. True where the kernel cannot
+  // say: no /proc, or classic locks, which it files under whichever
+  // descriptor set them. Reads /proc: for answers, not for hot paths.
+  bool KernelHolds() const;
   int mode() const { return mode_; }  // LOCK_SH or LOCK_EX
   bool whole() const { return whole_; }
   Pos start() const { return start_; }

@@ -524,8 +524,17 @@ guard_free(pTHX_ SV *sv, MAGIC *mg)
     std::unique_ptr<Guard> guard((Guard *)mg->mg_ptr);
     mg->mg_ptr = NULL;
     const locker::InodeKey inode = guard->lock.inode();
-    guard_release(aTHX_ guard.get());
     SV *const handle = guard->handle;
+    /* A handle fh() made shares the lock's description. If the caller
+     * still has it, the description must never serve as a fresh one again;
+     * if only we have it, it may, handing the handle on (take_kept_handle).
+     * Either way we keep a reference while closing it would drop the
+     * process's classic locks. */
+    const bool theirs = handle && !guard->borrowed && SvROK(handle) &&
+                        SvREFCNT(SvRV(handle)) > 1;
+    if (theirs && guard_is_ours(aTHX_ guard.get()))
+        guard->lock.MarkShared();
+    guard_release(aTHX_ guard.get());
     const bool keep = handle && !guard->borrowed && locker::ClassicLocksHeld(inode);
     guard.reset();
     dMY_CXT;
@@ -896,7 +905,8 @@ is_locked(self)
     SV *self
   PPCODE:
     const Guard *guard = guard_from(aTHX_ self, "is_locked");
-    const bool held = guard->lock.held();
+    /* What the kernel holds, not what the guard remembers. */
+    const bool held = guard->lock.held() && guard->lock.KernelHolds();
     ST(0) = boolSV(held && guard_is_ours(aTHX_ guard));
     XSRETURN(1);
 
@@ -1003,8 +1013,6 @@ _descriptor(self)
     Guard *guard = guard_from(aTHX_ self, "fh");
     if (guard_released(guard))
         XSRETURN_EMPTY;
-    /* The caller makes a Perl handle sharing the lock's description. */
-    guard->lock.MarkShared();
     EXTEND(SP, 3);
     mPUSHi(guard->lock.fd());
     PUSHs(boolSV(guard->lock.writable()));
