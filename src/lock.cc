@@ -4,6 +4,8 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <utility>
+
 #include "process.h"
 
 namespace locker {
@@ -43,6 +45,24 @@ Status FindConflictAt(const std::string& path, int mode, Pos start, Pos end,
 
 bool ClassicLocksHeld(const InodeKey& inode) {
   return registry().ClassicLocksHeld(inode);
+}
+
+Lock::Lock(Lock&& other) noexcept { *this = std::move(other); }
+
+Lock& Lock::operator=(Lock&& other) noexcept {
+  if (this == &other) return *this;
+  Release();
+  state_ = std::exchange(other.state_, State::kReleased);
+  whole_ = other.whole_;
+  mode_ = other.mode_;
+  start_ = other.start_;
+  end_ = other.end_;
+  desc_ = std::exchange(other.desc_, nullptr);
+  owner_pid_ = other.owner_pid_;
+  path_ = std::move(other.path_);
+  options_ = other.options_;
+  other.path_.clear();
+  return *this;
 }
 
 bool Lock::InOwnerProcess() const { return owner_pid_ == CurrentPid(); }
