@@ -18,7 +18,8 @@ BEGIN {
 
 our @EXPORT      = ();
 our %EXPORT_TAGS = (flock => [qw(LOCK_SH LOCK_EX LOCK_UN LOCK_NB)]);
-our @EXPORT_OK   = (@{ $EXPORT_TAGS{flock} }, qw(flock lock_file lock_range range_conflict lock_holders));
+our @EXPORT_OK   = (@{ $EXPORT_TAGS{flock} }, qw(flock lock_file lock_range range_conflict lock_holders
+    lock_file_async lock_range_async));
 $EXPORT_TAGS{all} = [@EXPORT_OK];
 
 require XSLoader;
@@ -54,6 +55,34 @@ sub fh {
     my ($fd, $writable) = _descriptor($self);
     return unless defined $fd;    # released
     open($fh, $writable ? '+<&' : '<&', $fd) or return;
+    _set_handle($self, $fh);
+    return $fh;
+}
+
+package File::Locker::Waiter;
+
+# As for guards: a new ithread gets no copy, and no copy can be made.
+sub CLONE_SKIP { 1 }
+
+sub STORABLE_freeze {
+    require Carp;
+    Carp::croak('File::Locker::Waiter objects cannot be frozen or cloned: '
+          . 'a wait belongs to the process and thread that started it');
+}
+*STORABLE_attach = \&STORABLE_freeze;
+
+# A read handle that becomes readable when the wait ends: a duplicate of the
+# engine's descriptor, made on first use and kept with the waiter.
+sub fh {
+    my ($self) = @_;
+    my $fh = eval { _handle($self) };
+    if (!defined $fh && $@) {
+        (my $message = $@) =~ s/ at \S+ line \d+\.\n\z//;
+        require Carp;
+        Carp::croak($message);
+    }
+    return $fh if $fh;
+    open($fh, '<&', _descriptor($self)) or return;
     _set_handle($self, $fh);
     return $fh;
 }
