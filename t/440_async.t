@@ -344,6 +344,16 @@ if ($PYTHON) {
     wait_readable($w2->fh, 'another handle');
     my ($g, $err) = take_guard($w2);
     is($err, $ETIMEDOUT, 'another handle of ours conflicts: ETIMEDOUT');
+
+    # Without a timeout the wait ends when we let go ourselves (the
+    # classic fallback would call a blocking wait on our own lock EDEADLK).
+    my $w3 = lock_range_async($other, LOCK_EX, 0, 10);
+    ok(!$w3->is_ready, 'a waiter for bytes another handle of ours holds waits');
+    undef $shared;
+    wait_readable($w3->fh, 'our own holder');
+    ($g, $err) = take_guard($w3);
+    ok($g && $g->is_locked, '... and gets them when our other guard lets go');
+    is(range_state($path, LOCK_SH, 0, 10), 'busy', '... as another process sees it');
 }
 
 # ---- fork with a pending waiter ---------------------------------------------------
