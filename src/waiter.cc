@@ -123,30 +123,26 @@ struct Waiter::State {
 
   // The waiting thread's body. Every signal but the timer's is blocked here.
   void Run() {
-    Status result = Status::Ok();
-    {
-      TimerSignalHold handler;
-      result = handler.status();
-      if (result.ok()) {
-        Deadline deadline = request.deadline;
-        if (deadline.is_never() && !request.whole && !UsingOfdLocks()) {
-          deadline = Deadline::After(kFarDeadline);
+    TimerSignalHold handler;
+    Status result = handler.status();
+    if (result.ok()) {
+      Deadline deadline = request.deadline;
+      if (deadline.is_never() && !request.whole && !UsingOfdLocks()) {
+        deadline = Deadline::After(kFarDeadline);
+      }
+      SetTimerSignalMask(SIG_UNBLOCK);
+      for (;;) {
+        if (Cancelled()) {
+          result = Status::Error(ECANCELED);
+          break;
         }
-        SetTimerSignalMask(SIG_UNBLOCK);
-        for (;;) {
-          if (Cancelled()) {
-            result = Status::Error(ECANCELED);
-            break;
-          }
-          // EINTR: Cancel()'s signal, or a stray one; the flag tells.
-          result = Attempt(deadline);
-          if (result.err() != EINTR) break;
-        }
-        // A signal still in flight stays pending here and dies with the
-        // thread; the handler can then safely be given back.
-        SetTimerSignalMask(SIG_BLOCK);
+        // EINTR: Cancel()'s signal, or a stray one; the flag tells.
+        result = Attempt(deadline);
+        if (result.err() != EINTR) break;
       }
     }
+    // The outcome first, so the owner learns it as soon as possible; from
+    // here on the thread touches nothing the owner may use.
     {
       std::lock_guard<std::mutex> hold(mutex);
       status = result;
@@ -154,6 +150,10 @@ struct Waiter::State {
     }
     finished.notify_all();
     signal.Raise();
+    // No signal is sent once `done` is set. One still in flight stays
+    // pending once blocked and dies with the thread, so the handler can
+    // then safely be given back.
+    if (handler.status().ok()) SetTimerSignalMask(SIG_BLOCK);
   }
 
   static void* Main(void* arg) {
@@ -242,8 +242,9 @@ bool Waiter::Ended() const {
 Status Waiter::Finish(Lock* lock) {
   if (!InOwnerProcess()) return Status::Error(EPERM);
   if (!Ended()) return Status::Error(EINPROGRESS);
+  // The thread no longer touches the outcome once it has ended, so it is
+  // joined later (Cancel(), the destructor), off the hand-off's path.
   State& s = *state_;
-  s.Join();
   if (s.taken) return Status::Error(EALREADY);
   if (!s.status.ok()) return s.status;
   *lock = std::move(s.lock);

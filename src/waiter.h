@@ -19,8 +19,9 @@
 // holds while it runs (TimerSignalHold), so no handler of the caller's ever
 // runs on it and the caller's other dispositions and masks are untouched.
 // A lock granted in the race with Cancel() is released before Cancel()
-// returns. No thread or descriptor outlives the Waiter: Cancel(), Finish()
-// and the destructor join the thread.
+// returns. No thread or descriptor outlives the Waiter: Cancel() and the
+// destructor join the thread (Finish() does not wait for it to exit, to keep
+// the hand-off short; the thread has nothing left to do but exit).
 //
 // Cost: one thread per pending wait (kStackSize of address space, a few
 // pages of it touched), one eventfd, and the lock's own descriptor. A free
@@ -90,7 +91,7 @@ class Waiter final {
   // process.
   bool Ended() const;
 
-  // Requires Ended(). Joins the waiting thread; on a grant moves the lock
+  // Requires Ended(). On a grant moves the lock
   // into *lock (released first if it held one) and returns Ok, once. Later
   // calls return EALREADY. A failed wait returns its error every time:
   // ETIMEDOUT, ECANCELED, EWOULDBLOCK (LOCK_NB or an immediate deadline),

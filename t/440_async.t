@@ -313,15 +313,16 @@ for my $how (qw(timeout cancel drop)) {
     }
     is("@ready", "@order", 'waiters become ready in the order their holders let go');
     is(scalar(grep { $_ && $_->is_locked } @guards), $n, 'every waiter got its guard');
-    is(task_count(), $base_tasks, 'no thread left once the guards are out');
     my $busy = 0;
     for my $i (0 .. $n - 1) {
         $busy += $i % 2 || !$PYTHON ? !probe($paths[$i], LOCK_EX)
                                     : range_state($ranges, LOCK_SH, $i * 10, 10) eq 'busy';
     }
     is($busy, $n, 'every lock held, as other processes see it');
-    @guards  = ();
     @waiters = ();
+    is(task_count(), $base_tasks, 'no thread left once the waiters are gone');
+    ok($guards[0]->is_locked, '... and their guards still hold');
+    @guards  = ();
     @holders = ();
     is(fd_count(), $base_fds, 'no descriptor left');
 }

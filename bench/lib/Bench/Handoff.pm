@@ -17,7 +17,7 @@ use warnings;
 
 use Exporter 'import';
 use Fcntl qw(:flock);
-use File::Locker qw(lock_file);
+use File::Locker qw(lock_file lock_file_async);
 use IO::Handle;
 use POSIX ();
 use Time::HiRes ();
@@ -58,6 +58,22 @@ sub handoff_variants {
             open   => $fh_open,
             lock   => sub { lock_file($_[0], LOCK_EX, timeout => 10) or die "lock_file: $!\n" },
             unlock => sub { $_[1]->release },
+        },
+        {   name   => 'lock_file_async($fh), timeout 10',
+            kernel => 1,
+            open   => $fh_open,
+            lock   => sub {
+                my $w = lock_file_async($_[0], LOCK_EX, timeout => 10)
+                  or die "lock_file_async: $!\n";
+                my $bits = '';
+                vec($bits, fileno($w->fh), 1) = 1;    # what an event loop waits on
+                select(my $readable = $bits, undef, undef, undef) // die "select: $!\n";
+                # The hand-off ends when the guard is in hand; the waiter
+                # (whose thread then only has to exit) goes with the guard.
+                my $g = $w->guard // die "lock_file_async: $!\n";
+                return [ $g, $w ];
+            },
+            unlock => sub { $_[1][0]->release },
         },
     );
     if (have_peer('File::Flock::Retry')) {
