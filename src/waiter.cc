@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <sys/file.h>
@@ -150,6 +151,9 @@ struct Waiter::State {
     }
     finished.notify_all();
     signal.Raise();
+    // The owner, just woken, is often queued on this CPU behind the rest of
+    // this thread's life (its exit included): let it run first.
+    ::sched_yield();
     // No signal is sent once `done` is set. One still in flight stays
     // pending once blocked and dies with the thread, so the handler can
     // then safely be given back.
