@@ -94,9 +94,10 @@ for my $kind (qw(file range)) {
     } 1 .. $PROCS;
     $_->expect('ready') for @workers;
     $_->say('go') for @workers;
-    my ($total, $violations, $waited, $leftovers) = (0, 0, 0, 0);
+    my ($total, $violations, $waited, $leftovers, @said) = (0, 0, 0, 0);
     for my $w (@workers) {
         my $line = $w->hear // 'end of file';
+        push @said, $line;
         $w->wait;
         if ($line =~ /^done (\d+) (\d+) (\d+) (-?\d+) (-?\d+)$/) {
             $total      += $1;
@@ -113,7 +114,8 @@ for my $kind (qw(file range)) {
     cmp_ok($waited, '>', 0, "$kind: waits went to the engine's threads ($waited)");
     is(read_number($fh, 0), $total, "$kind: the counter equals the grants: no increment lost");
     is($violations, 0, "$kind: no holder ever saw another inside");
-    is($leftovers, 0, "$kind: no worker was left with a thread or descriptor");
+    is($leftovers, 0, "$kind: no worker was left with a thread or descriptor")
+      or diag("workers said (done GRANTS VIOLATIONS WAITED THREADS FDS): @said");
 }
 
 done_testing;
