@@ -114,6 +114,8 @@ if ($run{handoff}) {
           . ' round; ratio: median to median of CORE::flock; p99 is the maximum when n < 100)',
         [ 'variant', 'n', 'median', 'p99', 'ratio', 'round medians min .. max' ], @rows);
     $ratio{handoff_timeout} = median(@{ $latency{'File::Locker::flock, TIMEOUT 10'} }) / $core;
+    $ratio{handoff_async}   = paired_ratio($round_medians{'lock_file_async($fh), timeout 10'},
+        $round_medians{'lock_file($fh), timeout 10'});
 
     my ($png, $note) = plot_handoffs($out_dir, 'Lock hand-off latency between two processes'
           . ' (cumulative distribution)', map { [ $_->{name}, $latency{ $_->{name} } ] } @variants);
@@ -239,6 +241,8 @@ sub summary {
         [ 'File::Locker::flock pair vs CORE::flock pair', 'flock_pair', 1.10, 'pairs' ],
         [ 'hand-off with TIMEOUT vs blocking CORE::flock (median)', 'handoff_timeout', 1.25, 'handoff' ],
         [ 'lock_file($fh)+release vs CORE::flock pair', 'lock_file_pair', 1.6, 'pairs' ],
+        [ 'async hand-off (lock_file_async + select) vs blocking lock_file (median per round)',
+          'handoff_async', 1.5, 'handoff' ],
         [ 'lock_range+release vs File::FcntlLock F_SETLK pair', 'lock_range_pair', 0.5, 'ranges' ],
         [ 'one more range with 10,000 held vs File::FcntlLock in the same state', 'range_table', 1.3,
           'table' ],

@@ -55,6 +55,25 @@ bool ClassicLocksHeld(const InodeKey& inode) {
 
 bool SameOpenFile(int a, int b) { return SameFile(a, b) == 1; }
 
+Lock::Lock(Lock&& other) noexcept { *this = std::move(other); }
+
+Lock& Lock::operator=(Lock&& other) noexcept {
+  if (this == &other) return *this;
+  Release();
+  state_ = std::exchange(other.state_, State::kReleased);
+  whole_ = other.whole_;
+  mode_ = other.mode_;
+  start_ = other.start_;
+  end_ = other.end_;
+  desc_ = std::exchange(other.desc_, nullptr);
+  owner_pid_ = other.owner_pid_;
+  path_ = std::move(other.path_);
+  options_ = other.options_;
+  coherent_ = other.coherent_;
+  other.path_.clear();
+  return *this;
+}
+
 bool Lock::InOwnerProcess() const { return owner_pid_ == CurrentPid(); }
 
 bool Lock::KernelHolds() const {

@@ -61,6 +61,11 @@ class Lock final {
   Lock() = default;
   Lock(const Lock&) = delete;
   Lock& operator=(const Lock&) = delete;
+  // Moves the lock, held or not, with its reference to the OFD: `other` is
+  // left released, holding nothing. Assignment first releases what *this
+  // held. Lets a lock taken on one thread be handed to an owner on another.
+  Lock(Lock&& other) noexcept;
+  Lock& operator=(Lock&& other) noexcept;
   // Releases as Release() does.
   ~Lock() { Release(); }
 

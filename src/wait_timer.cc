@@ -42,9 +42,35 @@ void ReleaseHandler() {
   if (--g_handler_users == 0) ::sigaction(TimerSignal(), &g_saved_action, nullptr);
 }
 
+// A forked child has only the thread that forked, which is not waiting:
+// holds taken by the parent's other threads do not exist there, so the
+// child gets the caller's disposition back and a mutex nobody holds.
+void PrepareFork() { g_handler_mutex.lock(); }
+void ParentAfterFork() { g_handler_mutex.unlock(); }
+void ChildAfterFork() {
+  g_handler_mutex.unlock();
+  if (g_handler_users > 0) {
+    ::sigaction(TimerSignal(), &g_saved_action, nullptr);
+    g_handler_users = 0;
+  }
+}
+
+const bool g_fork_handlers_registered =
+    ::pthread_atfork(PrepareFork, ParentAfterFork, ChildAfterFork) == 0;
+
 }  // namespace
 
 int TimerSignal() { return SIGRTMIN + 5; }
+
+TimerSignalHold::TimerSignalHold() {
+  (void)g_fork_handlers_registered;
+  const int err = AcquireHandler();
+  if (err != 0) status_ = Status::Error(err);
+}
+
+TimerSignalHold::~TimerSignalHold() {
+  if (status_.ok()) ReleaseHandler();
+}
 
 Status ThreadWaitTimer::Arm(const Deadline& deadline) {
   int err = AcquireHandler();

@@ -34,6 +34,24 @@ namespace locker {
 // The real-time signal borrowed for timed waits (SIGRTMIN + 5).
 int TimerSignal();
 
+// Holds the timer signal's no-op handler for its scope, counted together
+// with ThreadWaitTimer's holds: for a thread woken by pthread_kill(thread,
+// TimerSignal()) instead of by a timer. Does not touch the signal mask;
+// the thread unblocks the signal itself while it may be woken, and blocks
+// it again before the hold ends. One instance belongs to one thread.
+class TimerSignalHold final {
+ public:
+  TimerSignalHold();
+  TimerSignalHold(const TimerSignalHold&) = delete;
+  TimerSignalHold& operator=(const TimerSignalHold&) = delete;
+  ~TimerSignalHold();
+  // Ok, or the errno of sigaction (then nothing is held).
+  Status status() const { return status_; }
+
+ private:
+  Status status_ = Status::Ok();
+};
+
 // Arms a thread-directed timer for one blocking call. Scoped: the destructor
 // disarms it and puts the signal disposition and mask back. One instance
 // belongs to the thread that created it; distinct threads may each hold one.

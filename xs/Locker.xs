@@ -12,6 +12,7 @@
 #include "holders.h"
 #include "lock.h"
 #include "status.h"
+#include "waiter.h"
 
 #include <errno.h>
 #include <math.h>
@@ -694,6 +695,175 @@ guard_for_change(pTHX_ SV *self, const char *method)
     return guard;
 }
 
+
+/* ---- waiters (lock_file_async, lock_range_async) ---------------------- */
+
+const char kWaiterClass[] = "File::Locker::Waiter";
+
+/* What a File::Locker::Waiter object owns, through magic on its referent,
+ * as for guards. */
+struct AsyncWait final {
+    std::unique_ptr<locker::Waiter> waiter;
+    PerlInterpreter *owner = nullptr; /* the interpreter (ithread) that asked */
+    SV *self = nullptr;               /* the referent the magic is attached to */
+    SV *handle = nullptr;             /* counted: the user's handle, for the guard */
+    SV *fh = nullptr;                 /* counted: the handle fh() made */
+    bool borrowed = false;            /* on the user's handle */
+    bool path_utf8 = false;
+    IV offset = 0, length = 0;
+};
+
+int waiter_free(pTHX_ SV *sv, MAGIC *mg);
+
+const MGVTBL waiter_vtbl = {NULL, NULL, NULL, NULL, waiter_free, NULL, NULL, NULL};
+
+AsyncWait *
+waiter_lookup(pTHX_ SV *self)
+{
+    if (!SvROK(self))
+        return NULL;
+    SV *const referent = SvRV(self);
+    if (!SvOBJECT(referent) || SvTYPE(referent) < SVt_PVMG)
+        return NULL;
+    MAGIC *const mg = mg_findext(referent, PERL_MAGIC_ext, &waiter_vtbl);
+    AsyncWait *const wait = mg ? (AsyncWait *)mg->mg_ptr : NULL;
+    return wait && wait->self == referent ? wait : NULL;
+}
+
+AsyncWait *
+waiter_from(pTHX_ SV *self, const char *method)
+{
+    AsyncWait *const wait = waiter_lookup(aTHX_ self);
+    if (!wait)
+        Perl_croak(aTHX_ "%s::%s: invocant is not a %s object", kWaiterClass, method,
+                   kWaiterClass);
+    return wait;
+}
+
+/* True in the process and interpreter (ithread) that started the wait. */
+bool
+waiter_is_ours(pTHX_ const AsyncWait *wait)
+{
+    return wait->owner == aTHX && wait->waiter->InOwnerProcess();
+}
+
+/* Frees a waiter's object: the owner cancels the wait (joining its thread
+ * and releasing a lock granted meanwhile); a forked child only closes its
+ * copies. Another ithread's waiter is never touched. */
+int
+waiter_free(pTHX_ SV *sv, MAGIC *mg)
+{
+    std::unique_ptr<AsyncWait> wait((AsyncWait *)mg->mg_ptr);
+    if (!wait || wait->self != sv) {
+        (void)wait.release(); /* a copy's magic: owns nothing */
+        return 0;
+    }
+    mg->mg_ptr = NULL;
+    if (wait->owner != aTHX && wait->waiter->InOwnerProcess())
+        (void)wait->waiter.release(); /* another ithread's wait */
+    SV *const handle = wait->handle;
+    SV *const fh = wait->fh;
+    wait.reset();
+    SvREFCNT_dec(handle);
+    SvREFCNT_dec(fh);
+    return 0;
+}
+
+SV *
+new_waiter_object(pTHX_ std::unique_ptr<AsyncWait> wait)
+{
+    SV *const object = newSV_type(SVt_PVMG);
+    wait->self = object;
+    (void)sv_magicext(object, NULL, PERL_MAGIC_ext, &waiter_vtbl, (const char *)wait.release(), 0);
+    SV *const rv = sv_2mortal(newRV_noinc(object));
+    (void)sv_bless(rv, gv_stashpvs("File::Locker::Waiter", GV_ADD));
+    return rv;
+}
+
+/* Starts an asynchronous lock_file (range.whole) or lock_range. Arguments
+ * were checked by the caller (PATH included), so nothing here croaks while
+ * a C++ object is alive. Returns a mortal waiter, or NULL with errno set. */
+SV *
+start_wait(pTHX_ SV *target, int mode, const ByteRange &range,
+           const LockOptions &options, const char *func)
+{
+    const bool by_handle = is_handle(aTHX_ target);
+    if (by_handle && options.path_only_given)
+        Perl_croak(aTHX_ "%s: create, perms, follow_symlinks and unlink apply to a PATH only", func);
+    int fd = -1;
+    const char *path = NULL;
+    STRLEN path_len = 0;
+    if (by_handle) {
+        PerlIO *fp;
+        fd = handle_fd(aTHX_ target, &fp);
+        if (fd < 0)
+            return NULL;
+        (void)PerlIO_flush(fp);
+    }
+    else
+        path = SvPV_nomg_const(target, path_len);
+    int err;
+    {
+        locker::WaitRequest request;
+        request.whole = range.whole;
+        request.fd = fd;
+        if (!by_handle) {
+            request.path.assign(path, path_len);
+            request.options = options.path;
+        }
+        request.mode = mode;
+        request.start = range.start;
+        request.end = range.whole ? locker::kRangeEnd : range.end;
+        request.deadline = options.deadline;
+        request.coherent = options.coherent;
+        std::unique_ptr<locker::Waiter> waiter;
+        const locker::Status status = locker::Waiter::Start(request, &waiter);
+        if (status.ok()) {
+            auto wait = std::make_unique<AsyncWait>();
+            wait->waiter = std::move(waiter);
+            wait->owner = aTHX;
+            wait->borrowed = by_handle;
+            wait->path_utf8 = !by_handle && SvUTF8(target);
+            wait->offset = (IV)range.start;
+            wait->length = (IV)range.length;
+            if (by_handle)
+                wait->handle = SvROK(target) ? newSVsv(target) : newRV_inc(target);
+            return new_waiter_object(aTHX_ std::move(wait));
+        }
+        err = status.err();
+    }
+    errno = err;
+    return NULL;
+}
+
+/* The guard of an ended wait, once: a mortal guard, or NULL with errno. */
+SV *
+waiter_guard(pTHX_ AsyncWait *wait)
+{
+    if (!waiter_is_ours(aTHX_ wait)) {
+        errno = EPERM;
+        return NULL;
+    }
+    int err;
+    {
+        auto guard = std::make_unique<Guard>();
+        const locker::Status status = wait->waiter->Finish(&guard->lock);
+        if (status.ok()) {
+            guard->owner = aTHX;
+            guard->borrowed = wait->borrowed;
+            guard->path_utf8 = wait->path_utf8;
+            guard->offset = wait->offset;
+            guard->length = wait->length;
+            guard->handle = wait->handle; /* the reference moves to the guard */
+            wait->handle = NULL;
+            return new_guard_object(aTHX_ std::move(guard));
+        }
+        err = status.err();
+    }
+    errno = err;
+    return NULL;
+}
+
 }  // namespace
 
 MODULE = File::Locker    PACKAGE = File::Locker
@@ -886,6 +1056,37 @@ lock_holders(target, ...)
     XSRETURN((IV)holders.size());
 
 void
+lock_file_async(target, mode, ...)
+    SV *target
+    SV *mode
+  PPCODE:
+    const int lock = lock_mode(aTHX_ mode, "lock_file_async");
+    LockOptions options;
+    lock_options(aTHX_ &ST(2), items - 2, "lock_file_async", &options);
+    if (!is_handle(aTHX_ target))
+        (void)path_argument(aTHX_ target, "lock_file_async");
+    SV *const wait = start_wait(aTHX_ target, lock, ByteRange(), options, "lock_file_async");
+    ST(0) = wait ? wait : &PL_sv_undef;
+    XSRETURN(1);
+
+void
+lock_range_async(target, mode, offset, length, ...)
+    SV *target
+    SV *mode
+    SV *offset
+    SV *length
+  PPCODE:
+    const int lock = lock_mode(aTHX_ mode, "lock_range_async");
+    const ByteRange range = range_arguments(aTHX_ offset, length, "lock_range_async");
+    LockOptions options;
+    lock_options(aTHX_ &ST(4), items - 4, "lock_range_async", &options);
+    if (!is_handle(aTHX_ target))
+        (void)path_argument(aTHX_ target, "lock_range_async");
+    SV *const wait = start_wait(aTHX_ target, lock, range, options, "lock_range_async");
+    ST(0) = wait ? wait : &PL_sv_undef;
+    XSRETURN(1);
+
+void
 _using_ofd_locks()
   PPCODE:
     ST(0) = boolSV(locker::UsingOfdLocks());
@@ -1038,4 +1239,75 @@ DESTROY(self)
     if (guard_lookup(aTHX_ self))
         (void)guard_free(aTHX_ SvRV(self),
                          mg_findext(SvRV(self), PERL_MAGIC_ext, &guard_vtbl));
+    XSRETURN_EMPTY;
+
+MODULE = File::Locker    PACKAGE = File::Locker::Waiter
+
+void
+is_ready(self)
+    SV *self
+  PPCODE:
+    const AsyncWait *wait = waiter_from(aTHX_ self, "is_ready");
+    ST(0) = boolSV(waiter_is_ours(aTHX_ wait) && wait->waiter->Ended());
+    XSRETURN(1);
+
+void
+guard(self)
+    SV *self
+  PPCODE:
+    SV *const guard = waiter_guard(aTHX_ waiter_from(aTHX_ self, "guard"));
+    ST(0) = guard ? guard : &PL_sv_undef;
+    XSRETURN(1);
+
+void
+cancel(self)
+    SV *self
+  PPCODE:
+    AsyncWait *wait = waiter_from(aTHX_ self, "cancel");
+    if (waiter_is_ours(aTHX_ wait))
+        wait->waiter->Cancel();
+    XSRETURN_YES;
+
+void
+_handle(self)
+    SV *self
+  PPCODE:
+    const AsyncWait *wait = waiter_from(aTHX_ self, "fh");
+    ST(0) = wait->fh ? sv_2mortal(newSVsv(wait->fh)) : &PL_sv_undef;
+    XSRETURN(1);
+
+void
+_set_handle(self, handle)
+    SV *self
+    SV *handle
+  PPCODE:
+    AsyncWait *wait = waiter_from(aTHX_ self, "fh");
+    SV *const old = wait->fh;
+    wait->fh = newSVsv(handle);
+    SvREFCNT_dec(old);
+    XSRETURN_EMPTY;
+
+void
+_descriptor(self)
+    SV *self
+  PPCODE:
+    const AsyncWait *wait = waiter_from(aTHX_ self, "fh");
+    XSRETURN_IV(wait->waiter->fd());
+
+void
+_threaded(self)
+    SV *self
+  PPCODE:
+    const AsyncWait *wait = waiter_from(aTHX_ self, "_threaded");
+    ST(0) = boolSV(wait->waiter->threaded());
+    XSRETURN(1);
+
+void
+DESTROY(self)
+    SV *self
+  PPCODE:
+    /* Ends the wait at once, as guards release at once. */
+    if (waiter_lookup(aTHX_ self))
+        (void)waiter_free(aTHX_ SvRV(self),
+                          mg_findext(SvRV(self), PERL_MAGIC_ext, &waiter_vtbl));
     XSRETURN_EMPTY;

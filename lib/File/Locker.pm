@@ -20,7 +20,8 @@ BEGIN {
 
 our @EXPORT      = ();
 our %EXPORT_TAGS = (flock => [qw(LOCK_SH LOCK_EX LOCK_UN LOCK_NB)]);
-our @EXPORT_OK   = (@{ $EXPORT_TAGS{flock} }, qw(flock lock_file lock_range range_conflict lock_holders));
+our @EXPORT_OK   = (@{ $EXPORT_TAGS{flock} }, qw(flock lock_file lock_range range_conflict lock_holders
+    lock_file_async lock_range_async));
 $EXPORT_TAGS{all} = [@EXPORT_OK];
 
 require XSLoader;
@@ -60,6 +61,34 @@ sub fh {
     return $fh;
 }
 
+package File::Locker::Waiter;
+
+# As for guards: a new ithread gets no copy, and no copy can be made.
+sub CLONE_SKIP { 1 }
+
+sub STORABLE_freeze {
+    require Carp;
+    Carp::croak('File::Locker::Waiter objects cannot be frozen or cloned: '
+          . 'a wait belongs to the process and thread that started it');
+}
+*STORABLE_attach = \&STORABLE_freeze;
+
+# A read handle that becomes readable when the wait ends: a duplicate of the
+# engine's descriptor, made on first use and kept with the waiter.
+sub fh {
+    my ($self) = @_;
+    my $fh = eval { _handle($self) };
+    if (!defined $fh && $@) {
+        (my $message = $@) =~ s/ at \S+ line \d+\.\n\z//;
+        require Carp;
+        Carp::croak($message);
+    }
+    return $fh if $fh;
+    open($fh, '<&', _descriptor($self)) or return;
+    _set_handle($self, $fh);
+    return $fh;
+}
+
 1;
 __END__
 
@@ -95,6 +124,35 @@ File::Locker - file locks for Perl that time out without polling and stay correc
     # Byte ranges on open-file-description locks, composing per handle.
     open my $db, '+<', 'records.dat' or die "open: $!";
     my $record = lock_range($db, LOCK_EX, 512 * 7, 512) or die "record 7: $!";
+
+    # Waiting inside an event loop: the waiter's handle becomes readable
+    # when the wait ends; the loop keeps serving everything else meanwhile.
+    use File::Locker qw(:flock lock_file_async lock_range_async);
+
+    # AnyEvent
+    my $w = lock_file_async('/var/lock/report.lock', LOCK_EX, timeout => 30);
+    my $io; $io = AnyEvent->io(fh => $w->fh, poll => 'r', cb => sub {
+        undef $io;
+        my $guard = $w->guard or return warn "no lock: $!\n";
+        # ... work under the lock; it is released when $guard goes ...
+    });
+
+    # IO::Async
+    my $wait = lock_range_async($db, LOCK_EX, 512 * 7, 512);
+    $loop->watch_io(handle => $wait->fh, on_read_ready => sub {
+        $loop->unwatch_io(handle => $wait->fh, on_read_ready => 1);
+        my $guard = $wait->guard or return warn "record 7: $!\n";
+        # ...
+    });
+
+    # Mojo::IOLoop
+    my $mw = lock_file_async('/var/lock/deploy.lock', LOCK_EX);
+    Mojo::IOLoop->singleton->reactor->io($mw->fh => sub {
+        my ($reactor) = @_;
+        $reactor->remove($mw->fh);
+        my $guard = $mw->guard or return warn "no lock: $!\n";
+        # ...
+    })->watch($mw->fh, 1, 0);
 
 =head1 DESCRIPTION
 
@@ -485,6 +543,42 @@ gives one, and may be a process on another machine, so C<command> is
 undef. Holders already listed from F</proc/locks> are not repeated. It never
 answers "nobody" while the file is held through another client.
 
+=head2 lock_file_async(PATH | FH, MODE, %options)
+
+C<lock_file> for event loops; described together with the next one.
+
+=head2 lock_range_async(PATH | FH, MODE, OFFSET, LENGTH, %options)
+
+    my $w = lock_file_async('/var/lock/build.lock', LOCK_EX, timeout => 30)
+        or die "cannot start waiting: $!";
+    # ... hand $w->fh to the event loop; when it is readable:
+    my $guard = $w->guard or warn "no lock: $!";
+
+The same locks as C<lock_file> and C<lock_range>, taken without blocking
+the caller: each returns a L</WAITERS> object at once, whose handle becomes
+readable when the wait ends. The arguments, options, croaks and lock
+semantics are those of C<lock_file> and C<lock_range>; C<timeout> counts
+from the call, and without it the wait has no bound. The guard a waiter
+hands out is an ordinary L</GUARDS> object, composing with the process's
+other guards as described in L</OWNERSHIP>.
+
+They return undef with C<$!> set only when the wait cannot even start: a
+handle without a descriptor (C<EBADF>), or no thread or descriptor to be
+had (C<EAGAIN>, C<EMFILE>). Everything about the lock itself -- busy,
+timed out, cancelled, PATH that cannot be opened -- comes from the waiter's
+C<guard>.
+
+A free lock is taken during the call, without a thread, and the waiter is
+ready at once. A busy one is waited for by a thread of File::Locker's own,
+blocked in the kernel (flock(2), C<F_OFD_SETLKW>, or C<F_SETLKW> in the
+classic fallback) on the open file description the guard will own: no
+polling, no child process, and no Perl code runs on that thread. Its cost,
+for each wait pending at one time: one thread with 256 KiB of address space
+reserved for its stack (a few pages of it used), one eventfd, and the lock's
+own descriptor; hundreds of pending waits are fine, tens of thousands would
+meet the system's limits on threads (C<EAGAIN>). The thread is gone once
+the waiter is (or once C<cancel> returns).
+
 =head1 GUARDS
 
 A C<File::Locker::Guard> holds one lock until it is released or goes out
@@ -589,6 +683,58 @@ child's own locks.
 
 =back
 
+=head1 WAITERS
+
+A C<File::Locker::Waiter> stands for one wait started by
+C<lock_file_async> or C<lock_range_async>.
+
+=over 4
+
+=item $waiter->fh
+
+A read handle that becomes readable when the wait has ended -- granted,
+failed, timed out or cancelled -- and stays readable: give it to the event
+loop (AnyEvent C<io>, IO::Async C<watch_io>, Mojo::Reactor C<io>, or
+C<select>) and never read from it. It is a duplicate made on first use and
+kept with the waiter.
+
+=item $waiter->is_ready
+
+True once the wait has ended. Never blocks.
+
+=item $waiter->guard
+
+Before the end: undef with C<$!> set to C<EINPROGRESS>. After a grant: the
+guard, handed out once; later calls give undef with C<EALREADY>. After a
+failure: undef with C<$!> set, on every call -- C<ETIMEDOUT>, C<ECANCELED>,
+C<EWOULDBLOCK> (C<LOCK_NB> or C<< timeout => 0 >> on a busy lock), or the
+error of opening PATH or of the lock (C<ENOENT>, C<ELOOP>, C<EBADF> for
+C<LOCK_EX> on a range of a read-only handle, C<EDEADLK> in the classic
+fallback, ...).
+
+=item $waiter->cancel
+
+Ends the wait now: the thread is interrupted and joined before C<cancel>
+returns, and C<guard> then gives undef with C<ECANCELED>. A lock granted in
+the meantime and not yet handed out is released at once. A wait that had
+already failed keeps its error; a guard already handed out is not affected.
+Returns true.
+
+=back
+
+Letting a waiter go (scope exit, C<undef>) cancels it the same way, so a
+lock granted after the waiter was dropped is never left held. Waiters
+cannot be copied: Storable's C<freeze> and C<dclone> croak, as for guards.
+
+B<The borrowed signal.> To interrupt its blocked thread, and to end timed
+waits, File::Locker sends the real-time signal C<SIGRTMIN+5> to that thread
+alone. The signal's disposition is set to a no-op handler while at least one
+wait is pending (and restored, exactly, when the last waiting thread exits);
+the waiting threads block every other signal, so your signal handlers and
+C<alarm> keep running on your own thread, and your signal mask is never
+changed. A program that itself uses C<SIGRTMIN+5> should not expect to
+receive it while waits are pending.
+
 =head1 ERRORS
 
 Lock outcomes -- busy, timed out, interrupted, a handle without a
@@ -636,6 +782,18 @@ A new ithread gets no copy of a guard (C<CLONE_SKIP>): inside the thread
 the variable refers to an unblessed undef, and creating or joining threads
 never releases a lock. An upgrade interrupted by a signal handler that dies
 leaves the guard holding nothing (C<is_locked> false).
+
+=head2 Waiters
+
+A waiter belongs to the process and the thread that started it. After
+C<fork> the waiting thread does not exist in the child, and the child's copy
+of a waiter is inert: C<is_ready> is false, C<guard> gives undef with
+C<EPERM>, C<cancel> does nothing, and letting it go only closes the child's
+copies of its descriptors -- the parent's wait goes on untouched. (The
+child's copy of C<fh> shares the parent's descriptor, so it becomes readable
+when the parent's wait ends; the child should not watch it.) The borrowed
+signal's disposition is restored in the child. A new ithread gets no copy of
+a waiter (C<CLONE_SKIP>).
 
 =head2 flock
 
@@ -958,6 +1116,9 @@ L<LockFile::Simple> -- lock files created beside the target, with polling
 and stale-lock heuristics rather than kernel locks.
 
 L<IO::LockedFile> -- an L<IO::File> that locks on open.
+
+L<AnyEvent::FileLock> -- whole-file locks for AnyEvent, retried on a timer;
+C<lock_file_async> waits in the kernel instead.
 
 =head1 LICENSE
 

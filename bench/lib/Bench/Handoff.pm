@@ -17,7 +17,7 @@ use warnings;
 
 use Exporter 'import';
 use Fcntl qw(:flock);
-use File::Locker qw(lock_file);
+use File::Locker qw(lock_file lock_file_async);
 use IO::Handle;
 use POSIX ();
 use Time::HiRes ();
@@ -57,7 +57,24 @@ sub handoff_variants {
             kernel => 1,
             open   => $fh_open,
             lock   => sub { lock_file($_[0], LOCK_EX, timeout => 10) or die "lock_file: $!\n" },
-            unlock => sub { $_[1]->release },
+            unlock => sub { $_[1]->release; undef $_[1] },    # let go as the async variant does
+        },
+        {   name   => 'lock_file_async($fh), timeout 10',
+            kernel => 1,
+            open   => $fh_open,
+            lock   => sub {
+                my $w = lock_file_async($_[0], LOCK_EX, timeout => 10)
+                  or die "lock_file_async: $!\n";
+                my $bits = '';
+                vec($bits, fileno($w->fh), 1) = 1;    # what an event loop waits on
+                select(my $readable = $bits, undef, undef, undef) // die "select: $!\n";
+                # The hand-off ends when the guard is in hand. Both lock_file
+                # variants let go of what they hold right after the release
+                # (unlock), outside the measured intervals.
+                my $g = $w->guard // die "lock_file_async: $!\n";
+                return [ $g, $w ];
+            },
+            unlock => sub { $_[1][0]->release; undef $_[1] },
         },
     );
     if (have_peer('File::Flock::Retry')) {
