@@ -244,10 +244,14 @@ subtest 'bad byte-range input' => sub {
             open STDERR, '>', $err or POSIX::_exit(101);
             POSIX::setgid(65534); POSIX::setuid(65534);
             POSIX::_exit(100) if $> == 0;
+            # A build in a directory nobody may enter (root's home, as cpanm
+            # builds there) cannot be run as nobody: say so.
+            POSIX::_exit(103) unless -r 'bin/locker' && -r 'blib/lib/File/Locker.pm';
             { no warnings 'exec'; exec @LOCKER, '--range', '0:10', $ro, 'true' }
             POSIX::_exit(102);
         }
         waitpid $pid, 0;
+        skip 'the build directory is closed to other users', 2 if $? >> 8 == 103;
         is($? >> 8, 66, 'an exclusive range on a read-only file: cannot open it for writing (66)');
         like(slurp($err), qr/^locker: cannot open lock file .* for writing/m,
              '... and says so, not "Bad file descriptor"');
