@@ -70,15 +70,17 @@ File::Locker - file locks for Perl that time out without polling and stay correc
 =head1 SYNOPSIS
 
     use File::Locker qw(:flock flock lock_file lock_range range_conflict);
+    use File::Temp qw(tempdir);
 
-    open my $fh, '>>', '/var/lock/nightly.lock' or die "open: $!";
+    my $dir = tempdir(CLEANUP => 1);    # where your lock files live
+    open my $fh, '>>', "$dir/nightly.lock" or die "open: $!";
 
     # Exactly CORE::flock, plus an optional timeout in seconds.
     flock($fh, LOCK_EX)      or die "flock: $!";
     flock($fh, LOCK_UN);
 
     if (flock($fh, LOCK_EX, 2.5)) {
-        # ... critical section ...
+        print "in the critical section\n";
         flock($fh, LOCK_UN);
     }
     elsif ($!{ETIMEDOUT}) {
@@ -87,14 +89,15 @@ File::Locker - file locks for Perl that time out without polling and stay correc
 
     # Scoped guards: released at scope exit, never by a forked child.
     {
-        my $guard = lock_file('/var/lock/build.lock', LOCK_EX, timeout => 30)
+        my $guard = lock_file("$dir/build.lock", LOCK_EX, timeout => 30)
             or die "build lock: $!";
-        # ... build ...
+        print "building\n";
     }
 
     # Byte ranges on open-file-description locks, composing per handle.
-    open my $db, '+<', 'records.dat' or die "open: $!";
+    open my $db, '+>', "$dir/records.dat" or die "open: $!";
     my $record = lock_range($db, LOCK_EX, 512 * 7, 512) or die "record 7: $!";
+    my $busy   = range_conflict("$dir/records.dat", LOCK_SH, 0, 0);  # true now
 
 =head1 DESCRIPTION
 
