@@ -18,7 +18,7 @@ use POSIX qw(SIGTERM SIGKILL);
 use Symbol qw(gensym);
 use File::Locker qw(:flock lock_file);
 use lib 't/lib';
-use LockerTest qw(scratch_file scratch_dir spawn probe holder now slurp read_line release_on_waiter);
+use LockerTest qw(scratch_file scratch_dir spawn probe holder now slurp read_line release_on_waiter open_rw);
 
 $SIG{PIPE} = 'IGNORE';    # a dead peer must fail a test, not kill the script
 $ENV{SHELL} = '/bin/sh';  # what -c runs
@@ -126,7 +126,7 @@ sub fcntl_holder {
     my ($path, $offset, $length) = @_;
     my $peer = spawn(sub {
         my ($parent) = @_;
-        open my $fh, '+<', $path or die "open $path: $!";
+        my $fh = open_rw($path);
         my $fs = File::FcntlLock->new(l_type => File::FcntlLock::F_WRLCK(), l_whence => SEEK_SET,
                                       l_start => $offset, l_len => $length);
         $fs->lock($fh, File::FcntlLock::F_SETLK()) or die "F_SETLK: " . $fs->error;

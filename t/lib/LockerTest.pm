@@ -127,12 +127,19 @@ sub holder {
 }
 
 # probe(PATH, MODE) asks a fresh process whether MODE|LOCK_NB on its own open
-# of PATH would be granted right now: 1 granted, 0 busy (EWOULDBLOCK).
+# of PATH (a directory is opened O_RDONLY|O_DIRECTORY) would be granted right
+# now: 1 granted, 0 busy (EWOULDBLOCK).
 sub probe {
     my ($path, $mode) = @_;
     my $peer = spawn(sub {
         my ($parent) = @_;
-        open my $fh, '<', $path or die "open $path: $!";
+        my $fh;
+        if (-d $path) {
+            sysopen($fh, $path, O_RDONLY | Fcntl::O_DIRECTORY()) or die "sysopen $path: $!";
+        }
+        else {
+            open $fh, '<', $path or die "open $path: $!";
+        }
         my $got = flock $fh, $mode | LOCK_NB;
         $parent->say($got ? 'granted' : 'busy ' . ($! + 0));
     });
