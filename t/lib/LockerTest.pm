@@ -24,6 +24,7 @@ our @EXPORT_OK = qw(
   now read_line open_lock open_rw slurp in_path set_members
   our_holder patient_holder release_holder release_and_wait release_on_waiter
   conflicts try_flock try_range try_lock_file refused_ok
+  classic_files run_classic rerun_classic_ok
 );
 
 our $PATIENCE = $ENV{LOCKER_TEST_PATIENCE} || 60;    # seconds, safety net only
@@ -346,6 +347,60 @@ sub refused_ok {
     local $Test::Builder::Level = $Test::Builder::Level + 1;
     Test::More::ok(!defined $guard, "$what: undef") or Test::More::diag("got $guard");
     Test::More::is($errno, $want, "$what: \$! is " . POSIX::strerror($want));
+}
+
+# ---- the OFD/classic matrix ---------------------------------------------
+#
+# Range locks use open-file-description locks where the kernel has them, and
+# classic POSIX locks with a process-wide table where it does not, or where
+# FILE_LOCKER_NO_OFD is true; the choice is made once, when File::Locker
+# loads. The suite runs as it finds the kernel; the files below must also
+# pass with the fallback forced, and this is the one place that says which
+# and how.
+
+# classic_files(): the test files to run again with classic locks (by
+# t/290): every range test, and with LOCKER_TEST_CLASSIC_ALL set (CI) the
+# stress and fault suites too, which take minutes.
+sub classic_files {
+    my @files = grep { !/290_/ } sort glob 't/2[0-9][0-9]_*.t';
+    push @files, grep { -e } qw(t/520_stress_suite.t t/530_faults.t)
+      if $ENV{LOCKER_TEST_CLASSIC_ALL};
+    return @files;
+}
+
+# run_classic(FILE | '-e' CODE, NAME => VALUE...): runs FILE (or CODE) in a
+# fresh perl with this @INC, classic locks forced and the given environment
+# added; returns its wait status and what it printed on stdout (its stderr
+# goes to ours).
+sub run_classic {
+    my @program = $_[0] eq '-e' ? splice(@_, 0, 2) : shift;
+    my (%env) = @_;
+    local $ENV{FILE_LOCKER_NO_OFD} = 1;
+    local @ENV{keys %env} = values %env;
+    open(my $kid, '-|', $^X, (map { "-I$_" } grep { !ref } @INC), @program)
+      or die "run @program: $!";
+    my $output = do { local $/; <$kid> } // '';
+    close $kid;
+    return ($?, $output);
+}
+
+# rerun_classic_ok(LABEL, NAME => VALUE...): runs this test file again with
+# classic locks forced (see run_classic) and reports each of its assertions
+# here as one, named "LABEL: its name", then that it reported at least three
+# and exited with status 0.
+sub rerun_classic_ok {
+    my ($label, %env) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    my ($status, $output) = run_classic($0, %env);
+    my $seen = 0;
+    for (split /^/, $output) {
+        next unless /^(not )?ok \d+(?: - (.*))?$/;
+        $seen++;
+        Test::More::ok(!$1, "$label: " . ($2 // 'an assertion'));
+    }
+    Test::More::ok($seen >= 3, "$label: the re-run reported $seen results");
+    Test::More::is($status, 0, "$label: the re-run exited with status 0")
+      or Test::More::diag($output);
 }
 
 package LockerTest::Peer;
