@@ -6,6 +6,8 @@ use strict;
 use warnings;
 use File::Temp qw(tempdir);
 use Test::More;
+use lib 'xt/lib';
+use DistTarball qw(make_tarball);
 
 eval { require Module::CPANTS::Analyse; require Module::CPANTS::Kwalitee; 1 }
   or plan skip_all => 'Module::CPANTS::Analyse not installed';
@@ -14,11 +16,8 @@ eval { require Module::CPANTS::Analyse; require Module::CPANTS::Kwalitee; 1 }
 my %NEEDS_URL = map { $_ => 1 } qw(meta_yml_has_repository_resource);
 
 my $dir = tempdir('cpants-XXXXXX', TMPDIR => 1, CLEANUP => 1);
-unlink glob 'File-Locker-*.tar.gz';    # gzip will not overwrite an old one
-my $out = qx{make dist 2>&1};
-my ($made) = $out =~ /^Created (\S+\.tar\.gz)/m;
-my $tarball = "$dir/" . ($made // 'none');
-ok($made && rename($made, $tarball), 'make dist wrote a tarball') or diag($out);
+my ($tarball, $out) = make_tarball($dir);
+ok($tarball, 'make dist wrote a tarball') or diag($out);
 
 my $mca = Module::CPANTS::Analyse->new({ dist => $tarball });
 my $error = $mca->unpack;
