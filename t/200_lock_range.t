@@ -22,7 +22,7 @@ use POSIX qw(EBADF ENOENT EWOULDBLOCK ETIMEDOUT);
 use Scalar::Util qw(blessed);
 use File::Locker qw(:flock lock_range range_conflict);
 use lib 't/lib';
-use LockerTest qw(scratch_file spawn fd_count open_rw slurp release_holder try_range refused_ok now open_lock);
+use LockerTest qw(scratch_file spawn lock_holder fd_count open_rw slurp release_holder try_range refused_ok now open_lock);
 
 $SIG{PIPE} = 'IGNORE';    # a dead peer must fail a test, not kill the script
 
@@ -130,38 +130,24 @@ sub getlk_from_outside {
 # handle of PATH until told "release". Returns its peer once it holds.
 sub range_holder {
     my ($path, $mode, $off, $len) = @_;
-    my $peer = spawn(sub {
-        my ($parent) = @_;
-        my $fh = open_rw($path);
-        my $g = lock_range($fh, $mode | LOCK_NB, $off, $len);
-        if (!$g) { $parent->say('failed ' . ($! + 0)); return }
-        $parent->say('locked');
-        $parent->expect('release');
-        $g->release;
-        $parent->say('released');
+    return lock_holder(sub {
+        my $fh = open_rw($path);    # kept open: closing it would drop classic locks
+        my $g  = lock_range($fh, $mode | LOCK_NB, $off, $len) or return;
+        return sub { $g->release; close $fh };
     });
-    $peer->expect('locked');
-    return $peer;
 }
 
 # A child holding a classic fcntl lock of TYPE on [OFF, OFF+LEN), taken
 # with File::FcntlLock F_SETLK, until told "release".
 sub classic_holder {
     my ($path, $type, $off, $len) = @_;
-    my $peer = spawn(sub {
-        my ($parent) = @_;
+    return lock_holder(sub {
         my $fh = open_rw($path);
         my $fs = File::FcntlLock->new(l_type => $type, l_whence => SEEK_SET,
                                       l_start => $off, l_len => $len);
-        if (!defined $fs->lock($fh, F_SETLK)) { $parent->say('failed ' . ($! + 0)); return }
-        $parent->say('locked');
-        $parent->expect('release');
-        $fs->l_type(F_UNLCK);
-        $fs->lock($fh, F_SETLK);
-        $parent->say('released');
+        defined $fs->lock($fh, F_SETLK) or return;
+        return sub { $fs->l_type(F_UNLCK); $fs->lock($fh, F_SETLK) };
     });
-    $peer->expect('locked');
-    return $peer;
 }
 
 # Spins until /proc/locks lists a blocked request ("->") on PATH's inode:

@@ -20,7 +20,7 @@ use Test::More ();
 use Time::HiRes ();
 
 our @EXPORT_OK = qw(
-  scratch_dir cross_dirs scratch_file spawn fork_peer probe holder fd_count
+  scratch_dir cross_dirs scratch_file spawn fork_peer probe holder lock_holder fd_count
   now read_line open_lock open_rw slurp in_path set_members
   our_holder patient_holder release_holder release_and_wait release_on_waiter
   conflicts try_flock try_range try_lock_file refused_ok
@@ -109,22 +109,35 @@ sub spawn {
     });
 }
 
+# lock_holder(TAKE) starts a child that calls TAKE, which takes a lock and
+# returns the code that lets it go (or a false value with $! set when it
+# could not). The child says "locked" (or "failed ERRNO" and ends), waits
+# for "release", runs the code TAKE gave and says "released". Returns its
+# peer once the lock is held.
+sub lock_holder {
+    my ($take) = @_;
+    my $peer = spawn(sub {
+        my ($parent) = @_;
+        my $let_go = $take->();
+        if ($let_go) { $parent->say('locked') } else { $parent->say('failed ' . ($! + 0)); return }
+        $parent->expect('release');
+        $let_go->();
+        $parent->say('released');
+    });
+    $peer->expect('locked');
+    return $peer;
+}
+
 # holder(PATH, MODE) starts a child that takes CORE::flock(MODE) on its own
 # handle of PATH, says "locked" (or "failed ERRNO") and releases when told
 # "release"; returns its peer once the lock is held.
 sub holder {
     my ($path, $mode) = @_;
-    my $peer = spawn(sub {
-        my ($parent) = @_;
-        open my $fh, '<', $path or die "open $path: $!";
-        if (flock $fh, $mode) { $parent->say('locked') } else { $parent->say('failed ' . ($! + 0)); return }
-        $parent->expect('release');
-        flock $fh, LOCK_UN;
-        close $fh;
-        $parent->say('released');
+    return lock_holder(sub {
+        my $fh = open_lock($path);
+        flock $fh, $mode or return;
+        return sub { flock $fh, LOCK_UN; close $fh };
     });
-    $peer->expect('locked');
-    return $peer;
 }
 
 # probe(PATH, MODE) asks a fresh process whether MODE|LOCK_NB on its own open
