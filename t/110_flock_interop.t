@@ -12,7 +12,7 @@ use File::Spec;
 use IPC::Open2 qw(open2);
 use File::Locker qw(:flock flock);
 use lib 't/lib';
-use LockerTest qw(scratch_file spawn probe holder our_holder try_flock conflicts in_path);
+use LockerTest qw(scratch_file spawn probe holder our_holder try_flock conflicts in_path open_lock);
 
 $SIG{PIPE} = 'IGNORE';    # a dead peer must fail a test, not kill the script
 
@@ -23,7 +23,7 @@ my @MODES = (LOCK_SH, LOCK_EX);
 # gets while something else holds HELD, and releases what it got.
 sub our_request_ok {
     my ($path, $held, $wanted, $what) = @_;
-    open my $fh, '<', $path or die "open $path: $!";
+    my $fh = open_lock($path);
     my ($got, $errno) = try_flock($fh, $wanted | LOCK_NB);
     if (conflicts($held, $wanted)) {
         ok(defined $got && $got eq '0', "$what: refused with 0") or diag('got ' . ($got // 'undef'));
@@ -39,7 +39,7 @@ sub our_request_ok {
 # Checks that File::Locker::flock(WANTED|LOCK_NB) is granted on PATH now.
 sub our_grant_ok {
     my ($path, $wanted, $what) = @_;
-    open my $fh, '<', $path or die "open $path: $!";
+    my $fh = open_lock($path);
     my ($got, $errno) = try_flock($fh, $wanted | LOCK_NB);
     is($got, 1, $what) or diag("errno $errno");
     flock($fh, LOCK_UN);
@@ -102,8 +102,8 @@ subtest 'File::Locker::flock holds, CORE::flock asks' => sub {
 
 subtest 'one process, two handles: ours against CORE::flock' => sub {
     my $path = scratch_file();
-    open my $ours, '<', $path or die "open $path: $!";
-    open my $core, '<', $path or die "open $path: $!";
+    my $ours = open_lock($path);
+    my $core = open_lock($path);
 
     is(flock($ours, LOCK_EX), 1, 'ours LOCK_EX on one handle');
     local $! = 0;
@@ -144,7 +144,7 @@ SKIP: {
     subtest 'File::Locker::flock holds, flock(1) asks' => sub {
         my $path = scratch_file();
         for my $held (@MODES) {
-            open my $fh, '<', $path or die "open $path: $!";
+            my $fh = open_lock($path);
             is(flock($fh, $held), 1, "ours $NAME{$held} held");
             for my $wanted (@MODES) {
                 my $option = $wanted == LOCK_EX ? '-x' : '-s';

@@ -20,10 +20,9 @@ use Test::More;
 use Fcntl qw(:flock SEEK_SET SEEK_END F_GETLK F_SETLK F_RDLCK F_WRLCK F_UNLCK);
 use POSIX qw(EBADF ENOENT EWOULDBLOCK ETIMEDOUT);
 use Scalar::Util qw(blessed);
-use Time::HiRes qw(clock_gettime CLOCK_MONOTONIC);
 use File::Locker qw(:flock lock_range range_conflict);
 use lib 't/lib';
-use LockerTest qw(scratch_file spawn fd_count open_rw slurp release_holder try_range refused_ok);
+use LockerTest qw(scratch_file spawn lock_holder fd_count open_rw slurp release_holder try_range refused_ok now open_lock);
 
 $SIG{PIPE} = 'IGNORE';    # a dead peer must fail a test, not kill the script
 
@@ -73,7 +72,7 @@ sub seen_from_outside {
     my ($path, $mode, $off, $len) = @_;
     my $peer = spawn(sub {
         my ($parent) = @_;
-        open my $fh, '<', $path or die "open $path: $!";
+        my $fh = open_lock($path);
         $! = 0;
         my $c = range_conflict($fh, $mode, $off, $len);
         if (!defined $c) {
@@ -103,7 +102,7 @@ sub getlk_from_outside {
     my ($path, $type, $off, $len) = @_;
     my $peer = spawn(sub {
         my ($parent) = @_;
-        open my $fh, '<', $path or die "open $path: $!";
+        my $fh = open_lock($path);
         my $fs = File::FcntlLock->new(l_type => $type, l_whence => SEEK_SET,
                                       l_start => $off, l_len => $len);
         defined $fs->lock($fh, F_GETLK) or die "F_GETLK: " . $fs->error . "\n";
@@ -131,38 +130,24 @@ sub getlk_from_outside {
 # handle of PATH until told "release". Returns its peer once it holds.
 sub range_holder {
     my ($path, $mode, $off, $len) = @_;
-    my $peer = spawn(sub {
-        my ($parent) = @_;
-        open my $fh, '+<', $path or die "open $path: $!";
-        my $g = lock_range($fh, $mode | LOCK_NB, $off, $len);
-        if (!$g) { $parent->say('failed ' . ($! + 0)); return }
-        $parent->say('locked');
-        $parent->expect('release');
-        $g->release;
-        $parent->say('released');
+    return lock_holder(sub {
+        my $fh = open_rw($path);    # kept open: closing it would drop classic locks
+        my $g  = lock_range($fh, $mode | LOCK_NB, $off, $len) or return;
+        return sub { $g->release; close $fh };
     });
-    $peer->expect('locked');
-    return $peer;
 }
 
 # A child holding a classic fcntl lock of TYPE on [OFF, OFF+LEN), taken
 # with File::FcntlLock F_SETLK, until told "release".
 sub classic_holder {
     my ($path, $type, $off, $len) = @_;
-    my $peer = spawn(sub {
-        my ($parent) = @_;
-        open my $fh, '+<', $path or die "open $path: $!";
+    return lock_holder(sub {
+        my $fh = open_rw($path);
         my $fs = File::FcntlLock->new(l_type => $type, l_whence => SEEK_SET,
                                       l_start => $off, l_len => $len);
-        if (!defined $fs->lock($fh, F_SETLK)) { $parent->say('failed ' . ($! + 0)); return }
-        $parent->say('locked');
-        $parent->expect('release');
-        $fs->l_type(F_UNLCK);
-        $fs->lock($fh, F_SETLK);
-        $parent->say('released');
+        defined $fs->lock($fh, F_SETLK) or return;
+        return sub { $fs->l_type(F_UNLCK); $fs->lock($fh, F_SETLK) };
     });
-    $peer->expect('locked');
-    return $peer;
 }
 
 # Spins until /proc/locks lists a blocked request ("->") on PATH's inode:
@@ -170,8 +155,8 @@ sub classic_holder {
 sub blocked_request_seen {
     my ($path) = @_;
     my $ino = (stat $path)[1];
-    my $give_up = clock_gettime(CLOCK_MONOTONIC) + $LockerTest::PATIENCE;
-    while (clock_gettime(CLOCK_MONOTONIC) < $give_up) {
+    my $give_up = now() + $LockerTest::PATIENCE;
+    while (now() < $give_up) {
         open my $locks, '<', '/proc/locks' or return undef;
         while (my $line = <$locks>) {
             return 1 if $line =~ /^\d+:\s+->\s.*\s[0-9a-f]+:[0-9a-f]+:(\d+)\s/ && $1 == $ino;
@@ -179,8 +164,6 @@ sub blocked_request_seen {
     }
     return 0;
 }
-
-sub elapsed_since { return clock_gettime(CLOCK_MONOTONIC) - $_[0] }
 
 subtest 'conflict matrix across processes' => sub {
     my $path = scratch_file();
@@ -285,7 +268,7 @@ subtest 'two handles of one file in one process' => sub {
         local $TODO = $OFD ? undef
           : 'classic POSIX fallback: closing any descriptor of the file drops all of the '
           . "process's locks on it (DESIGN says they survive)";
-        open my $h3, '<', $path or die "open $path: $!";
+        my $h3 = open_lock($path);
         close $h3;
         is(scalar seen_from_outside($path, LOCK_SH, 0, 0), 'EX 10 10',
            'closing a third, unrelated handle of the file keeps the lock');
@@ -497,7 +480,7 @@ subtest 'LENGTH 0 and locks past the end of the file' => sub {
 
 subtest 'read-only handles' => sub {
     my $path = scratch_file();
-    open my $ro, '<', $path or die "open $path: $!";
+    my $ro = open_lock($path);
     my ($g, $err) = try_range($ro, LOCK_EX, 0, 10);
     refused_ok($g, $err, EBADF, 'EX on a read-only handle');
     ($g, $err) = try_range($ro, LOCK_EX | LOCK_NB, 0, 10);
@@ -516,9 +499,9 @@ subtest 'timeouts' => sub {
     my $fh     = open_rw($path);
     my $holder = range_holder($path, LOCK_EX, 0, 10);
 
-    my $t0 = clock_gettime(CLOCK_MONOTONIC);
+    my $t0 = now();
     my ($g, $err) = try_range($fh, LOCK_SH, 5, 1, timeout => 0.3);
-    my $took = elapsed_since($t0);
+    my $took = (now() - $t0);
     refused_ok($g, $err, ETIMEDOUT, 'timeout 0.3 against an EX holder');
     cmp_ok($took, '>=', 0.3, 'waited at least 0.3 s');
     cmp_ok($took, '<', 10, 'and not without bound');
@@ -535,7 +518,7 @@ subtest 'timeouts' => sub {
     # releases; the release happens only once the waiter is blocked.
     my $waiter = spawn(sub {
         my ($parent) = @_;
-        open my $wfh, '+<', $path or die "open $path: $!";
+        my $wfh = open_rw($path);
         $parent->say('waiting');
         my $wg = lock_range($wfh, LOCK_EX, 5, 10, timeout => 30);
         $parent->say($wg ? 'granted' : 'failed ' . ($! + 0));
@@ -830,11 +813,11 @@ subtest 'upgrade and downgrade of range guards' => sub {
     is(scalar seen_from_outside($path, LOCK_EX, 0, 5), 'SH 0 10',
        '... and its shared lock is still seen from outside');
 
-    my $t0 = clock_gettime(CLOCK_MONOTONIC);
+    my $t0 = now();
     $! = 0;
     ok(!$g->upgrade(timeout => 0.2), 'upgrade(timeout => 0.2) against it');
     is($! + 0, ETIMEDOUT, '... fails with ETIMEDOUT');
-    cmp_ok(elapsed_since($t0), '>=', 0.2, '... after the timeout');
+    cmp_ok((now() - $t0), '>=', 0.2, '... after the timeout');
     ok($g->is_locked, '... the guard took its shared lock back');
     is($g->mode, LOCK_SH, '... mode LOCK_SH');
     is(scalar seen_from_outside($path, LOCK_EX, 0, 5), 'SH 0 10', '... seen from outside');

@@ -29,7 +29,7 @@ use POSIX qw(EWOULDBLOCK EINVAL SEEK_SET);
 use IPC::Open2 qw(open2);
 use lib 't/lib';
 use LockerTest qw(scratch_dir scratch_file spawn probe holder release_and_wait
-  fd_count open_rw try_range try_lock_file refused_ok in_path read_line);
+  fd_count open_rw try_range try_lock_file refused_ok in_path read_line rerun_classic_ok);
 use File::Locker qw(:flock lock_file lock_range range_conflict);
 
 $SIG{PIPE} = 'IGNORE';    # a dead peer must fail a test, not kill the script
@@ -574,21 +574,7 @@ if (!$OFD) {
 }
 else {
     # The fallback is chosen at load time: run that part in a fresh perl.
-    local $ENV{FILE_LOCKER_NO_OFD}    = 1;
-    local $ENV{LOCKER_OWNERSHIP_PART} = 'classic';
-    open(my $kid, '-|', $^X, (map { "-I$_" } grep { !ref } @INC), $0) or die "re-run $0: $!";
-    my @lines = <$kid>;
-    close $kid;
-    my $status = $?;
-    my $seen = 0;
-    for (@lines) {
-        next unless /^(not )?ok \d+(?: - (.*))?$/;
-        $seen++;
-        ok(!$1, 'classic fallback: ' . ($2 // 'an assertion'));
-    }
-    ok($seen >= 3, "classic fallback: the re-run reported $seen results");
-    is($status, 0, 'classic fallback: the re-run exited with status 0')
-      or diag(join '', @lines);
+    rerun_classic_ok('classic fallback', LOCKER_OWNERSHIP_PART => 'classic');
 }
 
 done_testing;

@@ -37,7 +37,7 @@ use Test::More;
 use POSIX qw(EWOULDBLOCK SEEK_SET);
 use Time::HiRes ();
 use lib 't/lib';
-use LockerTest qw(scratch_dir scratch_file spawn);
+use LockerTest qw(scratch_dir scratch_file spawn rerun_classic_ok);
 use File::Locker qw(:flock lock_range);
 
 $SIG{PIPE} = 'IGNORE';
@@ -335,22 +335,8 @@ is($probe->wait, 0, 'the probe exited cleanly');
 
 # Classic mode is chosen at load time: run it in a fresh perl, same seed.
 if ($OFD && !$ENV{LOCKER_MODEL_RERUN}) {
-    local $ENV{FILE_LOCKER_NO_OFD} = 1;
-    local $ENV{LOCKER_MODEL_RERUN} = 1;
-    local $ENV{LOCKER_SEED}        = $SEED;
-    local $ENV{LOCKER_STEPS}       = $STEPS;
-    open(my $kid, '-|', $^X, (map { "-I$_" } grep { !ref } @INC), $0) or die "re-run $0: $!";
-    my @lines = <$kid>;
-    close $kid;
-    my $status = $?;
-    my $seen   = 0;
-    for (@lines) {
-        next unless /^(not )?ok \d+(?: - (.*))?$/;
-        $seen++;
-        ok(!$1, 'classic locks: ' . ($2 // 'an assertion'));
-    }
-    ok($seen >= 3, "classic locks: the re-run reported $seen results");
-    is($status, 0, 'classic locks: the re-run exited with status 0') or diag(join '', @lines);
+    rerun_classic_ok('classic locks', LOCKER_MODEL_RERUN => 1, LOCKER_SEED => $SEED,
+                     LOCKER_STEPS => $STEPS);
 }
 elsif (!$OFD && $ENV{LOCKER_MODEL_RERUN}) {
     pass('re-run with classic POSIX locks');

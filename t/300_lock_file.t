@@ -11,14 +11,13 @@ use warnings;
 
 use Test::More;
 use Cwd qw(realpath);
-use Fcntl qw(:flock O_RDONLY O_DIRECTORY F_SETFD);
+use Fcntl qw(:flock F_SETFD);
 use IO::File;
 use POSIX qw(EBADF ENOENT ELOOP EACCES EWOULDBLOCK ETIMEDOUT);
 use Scalar::Util qw(blessed refaddr);
-use Time::HiRes qw(clock_gettime CLOCK_MONOTONIC);
 use File::Locker qw(:flock lock_file);
 use lib 't/lib';
-use LockerTest qw(scratch_file scratch_dir spawn probe holder fd_count slurp release_holder release_on_waiter try_lock_file refused_ok);
+use LockerTest qw(scratch_file scratch_dir spawn probe holder fd_count slurp release_holder release_on_waiter try_lock_file refused_ok now open_lock);
 
 $SIG{PIPE} = 'IGNORE';    # a dead peer must fail a test, not kill the script
 
@@ -29,23 +28,6 @@ sub spew {
     open my $fh, '>', $path or die "open $path: $!";
     print {$fh} $data or die "write $path: $!";
     close $fh or die "close $path: $!";
-}
-
-# Like LockerTest::probe, for a directory: a fresh process opens DIR with
-# O_RDONLY|O_DIRECTORY and tries MODE|LOCK_NB. 1 granted, 0 busy.
-sub probe_dir {
-    my ($dir, $mode) = @_;
-    my $peer = spawn(sub {
-        my ($parent) = @_;
-        sysopen(my $dh, $dir, O_RDONLY | O_DIRECTORY) or die "sysopen $dir: $!";
-        my $got = flock $dh, $mode | LOCK_NB;
-        $parent->say($got ? 'granted' : 'busy ' . ($! + 0));
-    });
-    my $answer = $peer->hear // 'end of file';
-    $peer->wait;
-    return 1 if $answer eq 'granted';
-    return 0 if $answer eq 'busy ' . EWOULDBLOCK;
-    die "probe of directory $dir: unexpected answer '$answer'";
 }
 
 # The targets of a process's descriptors as seen by a command started with
@@ -88,7 +70,7 @@ subtest 'lock_file(PATH): guard, release, accessors' => sub {
     # A new handle in this process, likely on the guard's old descriptor
     # number, and another process, both holding locks of their own: a second
     # release must touch neither.
-    open my $again, '<', $path or die "open $path: $!";
+    my $again = open_lock($path);
     flock($again, LOCK_SH) or die "flock: $!";
     my $other = holder($path, LOCK_SH);
     ok($g->release, 'a second release returns true');
@@ -119,7 +101,7 @@ subtest 'lock_file(PATH): guard, release, accessors' => sub {
 subtest 'lock_file(FH): glob ref, *FH, IO::File' => sub {
     my $path = scratch_file();
 
-    open my $fh, '<', $path or die "open $path: $!";
+    my $fh = open_lock($path);
     my $g = lock_file($fh, LOCK_EX);
     ok(blessed($g) && $g->isa($GUARD), "glob ref: returns a $GUARD");
     is(probe($path, LOCK_EX), 0, 'glob ref: another process sees the lock busy');
@@ -154,7 +136,7 @@ subtest 'lock_file(FH): glob ref, *FH, IO::File' => sub {
     is(probe($path, LOCK_EX), 1, 'IO::File: release frees the lock');
     $io->close;
 
-    open my $closed, '<', $path or die "open $path: $!";
+    my $closed = open_lock($path);
     close $closed;
     refused_ok(try_lock_file($closed, LOCK_EX), EBADF, 'closed handle');
 
@@ -216,13 +198,13 @@ subtest 'lock files: content, creation, perms, symlinks, directories' => sub {
         my ($dg, $errno) = try_lock_file($subdir, LOCK_EX);
         ok($dg, 'a directory can be locked (default options)')
           or diag('$! = ' . POSIX::strerror($errno));
-        is($dg ? probe_dir($subdir, LOCK_EX) : 1, 0, 'another process sees the directory busy');
+        is($dg ? probe($subdir, LOCK_EX) : 1, 0, 'another process sees the directory busy');
     }
     $g = lock_file($subdir, LOCK_EX, create => 0);
     ok($g, 'a directory can be locked with create => 0') or diag("\$! = $!");
-    is(probe_dir($subdir, LOCK_EX), 0, 'create => 0: another process sees the directory busy');
+    is(probe($subdir, LOCK_EX), 0, 'create => 0: another process sees the directory busy');
     undef $g;
-    is(probe_dir($subdir, LOCK_EX), 1, 'directory lock released');
+    is(probe($subdir, LOCK_EX), 1, 'directory lock released');
 };
 
 subtest 'read-only fallback for an unprivileged user' => sub {
@@ -319,9 +301,9 @@ subtest 'lock outcomes: busy, timed out, granted after a wait' => sub {
     refused_ok(try_lock_file($path, LOCK_SH | LOCK_NB), EWOULDBLOCK, 'LOCK_SH|LOCK_NB against a holder');
     refused_ok(try_lock_file($path, LOCK_EX, timeout => 0), EWOULDBLOCK, 'timeout => 0 against a holder');
 
-    my $t0 = clock_gettime(CLOCK_MONOTONIC);
+    my $t0 = now();
     my ($g, $errno) = try_lock_file($path, LOCK_EX, timeout => 0.2);
-    my $elapsed = clock_gettime(CLOCK_MONOTONIC) - $t0;
+    my $elapsed = now() - $t0;
     refused_ok($g, $errno, ETIMEDOUT, 'timeout => 0.2 against a holder');
     cmp_ok($elapsed, '>=', 0.2, 'not before the timeout');
     cmp_ok($elapsed, '<', 10, 'and not long after');
@@ -329,9 +311,9 @@ subtest 'lock outcomes: busy, timed out, granted after a wait' => sub {
 
     $h = release_on_waiter($path);
     $h->say($$);
-    $t0 = clock_gettime(CLOCK_MONOTONIC);
+    $t0 = now();
     ($g, $errno) = try_lock_file($path, LOCK_EX, timeout => 30);
-    $elapsed = clock_gettime(CLOCK_MONOTONIC) - $t0;
+    $elapsed = now() - $t0;
     ok($g, 'a waiter with timeout 30 gets the lock when the holder releases')
       or diag('$! = ' . POSIX::strerror($errno));
     cmp_ok($elapsed, '<', 30, 'before its deadline');
@@ -378,7 +360,7 @@ subtest 'programmer errors croak naming the function and argument' => sub {
     eval { lock_file({}, LOCK_EX) };
     like($@, qr/^lock_file: .*PATH or FH.*HASH/, 'a hash ref croaks');
 
-    open my $fh, '<', $path or die "open $path: $!";
+    my $fh = open_lock($path);
     for my $opt ([unlink => 1], [create => 1], [perms => 0600], [follow_symlinks => 1]) {
         my $got = eval { lock_file($fh, LOCK_EX, @$opt) };
         like($@, qr/^lock_file: .*\b$opt->[0]\b.*PATH/, "$opt->[0] with a FH croaks");
@@ -442,7 +424,7 @@ subtest 'upgrade and downgrade' => sub {
 subtest 'no descriptor leak' => sub {
     my $path = scratch_file();
     my $busy = scratch_file();
-    open my $fh, '<', $path or die "open $path: $!";
+    my $fh = open_lock($path);
     my $h = holder($busy, LOCK_EX);
 
     my $before = fd_count();
@@ -477,7 +459,7 @@ subtest 'exec\'d commands do not inherit the lock' => sub {
     my $real_control = realpath($control);
 
     # A descriptor deliberately left open across exec: shows the listing works.
-    open my $leak, '<', $control or die "open $control: $!";
+    my $leak = open_lock($control);
     fcntl($leak, F_SETFD, 0) or die "fcntl: $!";
 
     my $g = lock_file($path, LOCK_EX);

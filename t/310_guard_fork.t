@@ -15,7 +15,7 @@ use Config;
 use POSIX ();
 use Scalar::Util ();
 use lib 't/lib';
-use LockerTest qw(spawn fork_peer probe scratch_file scratch_dir fd_count read_line);
+use LockerTest qw(spawn fork_peer probe scratch_file scratch_dir fd_count read_line open_lock open_rw);
 use File::Locker qw(:flock lock_file);
 
 my $EWOULDBLOCK = POSIX::EWOULDBLOCK();
@@ -106,7 +106,7 @@ my %process_ends = map { $_ => 1 } 'exit 0', 'uncaught die', 'global destruction
 sub take_guard {
     my ($kind, $path, %options) = @_;
     if ($kind eq 'handle') {
-        open my $fh, '+<', $path or die "open $path: $!";
+        my $fh = open_rw($path);
         return (lock_file($fh, LOCK_EX), $fh);
     }
     return (lock_file($path, LOCK_EX, %options), undef);
@@ -235,7 +235,7 @@ for my $how ('undef $g', 'release', 'exit 0') {
             $parent->say('path timeout 0 ' . (defined $x ? 'guard' : 'undef ' . ($! + 0)));
         }
         {
-            open my $fh, '<', $path or die "open $path: $!";
+            my $fh = open_lock($path);
             {
                 my $x = lock_file($fh, LOCK_EX | LOCK_NB);
                 $parent->say('handle ' . (defined $x ? 'guard' : 'undef ' . ($! + 0)));
@@ -284,7 +284,7 @@ SKIP: {
     require threads;
 
     my $path = scratch_file();
-    open my $fh, '+<', $path or die "open $path: $!";
+    my $fh = open_rw($path);
     my $g = lock_file($path, LOCK_EX);
     ok($g && $g->is_locked, 'threads: the main thread holds a lock on a PATH');
 

@@ -18,7 +18,7 @@ use POSIX qw(SIGTERM SIGKILL);
 use Symbol qw(gensym);
 use File::Locker qw(:flock lock_file);
 use lib 't/lib';
-use LockerTest qw(scratch_file scratch_dir spawn probe holder now slurp read_line release_on_waiter);
+use LockerTest qw(scratch_file scratch_dir spawn probe holder lock_holder now slurp read_line release_on_waiter open_rw);
 
 $SIG{PIPE} = 'IGNORE';    # a dead peer must fail a test, not kill the script
 $ENV{SHELL} = '/bin/sh';  # what -c runs
@@ -90,16 +90,10 @@ sub release_ok {
 # A child holding lock_file(PATH, MODE) until told "release".
 sub lock_file_holder {
     my ($path, $mode) = @_;
-    my $peer = spawn(sub {
-        my ($parent) = @_;
+    return lock_holder(sub {
         my $guard = lock_file($path, $mode) or die "lock_file: $!";
-        $parent->say('locked');
-        $parent->expect('release');
-        $guard->release;
-        $parent->say('released');
+        return sub { $guard->release };
     });
-    $peer->expect('locked');
-    return $peer;
 }
 
 # A util-linux flock(1) holder: flock -x PATH sh -c 'echo locked; read x'.
@@ -124,19 +118,13 @@ sub flock1_release {
 # A File::FcntlLock F_WRLCK holder on [OFFSET, OFFSET+LENGTH) of PATH.
 sub fcntl_holder {
     my ($path, $offset, $length) = @_;
-    my $peer = spawn(sub {
-        my ($parent) = @_;
-        open my $fh, '+<', $path or die "open $path: $!";
+    return lock_holder(sub {
+        my $fh = open_rw($path);
         my $fs = File::FcntlLock->new(l_type => File::FcntlLock::F_WRLCK(), l_whence => SEEK_SET,
                                       l_start => $offset, l_len => $length);
         $fs->lock($fh, File::FcntlLock::F_SETLK()) or die "F_SETLK: " . $fs->error;
-        $parent->say('locked');
-        $parent->expect('release');
-        close $fh;
-        $parent->say('released');
+        return sub { close $fh };
     });
-    $peer->expect('locked');
-    return $peer;
 }
 
 # A COMMAND that creates MARKER, to tell whether it ran.

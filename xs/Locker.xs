@@ -347,23 +347,25 @@ lock_options(pTHX_ SV **args, I32 count, const char *func, LockOptions *out)
         STRLEN len;
         const char *key = SvPV_const(args[i], len);
         SV *const value = args[i + 1];
-        const std::string name(key, len);
-        if (name == "timeout") {
+        /* Compared in place: this loop croaks, so it keeps nothing with a
+         * destructor (a std::string key longer than the small-string buffer
+         * was leaked by every croak). */
+        if (memEQs(key, len, "timeout")) {
             out->deadline = timeout_option(aTHX_ value, func);
             continue;
         }
-        if (name == "coherent") {
+        if (memEQs(key, len, "coherent")) {
             out->coherent = SvTRUE(value);
             continue;
         }
         out->path_only_given = true;
-        if (name == "create")
+        if (memEQs(key, len, "create"))
             out->path.create = SvTRUE(value);
-        else if (name == "follow_symlinks")
+        else if (memEQs(key, len, "follow_symlinks"))
             out->path.follow_symlinks = SvTRUE(value);
-        else if (name == "unlink")
+        else if (memEQs(key, len, "unlink"))
             out->path.unlink = SvTRUE(value);
-        else if (name == "perms") {
+        else if (memEQs(key, len, "perms")) {
             const NV perms = looks_like_number(value) ? SvNV(value) : -1;
             if (!(perms >= 0 && perms <= 07777) || perms != floor(perms))
                 Perl_croak(aTHX_ "%s: perms must be a file mode such as 0666", func);

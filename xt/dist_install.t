@@ -4,17 +4,16 @@ use strict;
 use warnings;
 use File::Temp qw(tempdir);
 use Test::More;
+use lib 'xt/lib';
+use DistTarball qw(make_tarball);
 
 my ($cpanm) = grep { -x } map { "$_/cpanm" } split /:/, $ENV{PATH};
 plan skip_all => 'cpanm not installed' unless $cpanm;
 -e 'Makefile' or plan skip_all => 'run perl Makefile.PL first';
 
 my $dir = tempdir('dist-XXXXXX', TMPDIR => 1, CLEANUP => 1);
-unlink glob 'File-Locker-*.tar.gz';    # gzip will not overwrite an old one
-my $out = qx{make dist 2>&1};
-my ($made) = $out =~ /^Created (\S+\.tar\.gz)/m;
-my $tarball = "$dir/" . ($made // 'none');
-ok($made && rename($made, $tarball), 'make dist wrote a tarball') or diag($out);
+my ($tarball, $out) = make_tarball($dir);
+ok($tarball, 'make dist wrote a tarball') or diag($out);
 
 my $prefix = "$dir/install";
 $out = qx{"$cpanm" --quiet --local-lib-contained "$prefix" "$tarball" 2>&1};

@@ -99,15 +99,17 @@ File::Locker - file locks for Perl that time out without polling and stay correc
 =head1 SYNOPSIS
 
     use File::Locker qw(:flock flock lock_file lock_range range_conflict);
+    use File::Temp qw(tempdir);
 
-    open my $fh, '>>', '/var/lock/nightly.lock' or die "open: $!";
+    my $dir = tempdir(CLEANUP => 1);    # where your lock files live
+    open my $fh, '>>', "$dir/nightly.lock" or die "open: $!";
 
     # Exactly CORE::flock, plus an optional timeout in seconds.
     flock($fh, LOCK_EX)      or die "flock: $!";
     flock($fh, LOCK_UN);
 
     if (flock($fh, LOCK_EX, 2.5)) {
-        # ... critical section ...
+        print "in the critical section\n";
         flock($fh, LOCK_UN);
     }
     elsif ($!{ETIMEDOUT}) {
@@ -116,43 +118,69 @@ File::Locker - file locks for Perl that time out without polling and stay correc
 
     # Scoped guards: released at scope exit, never by a forked child.
     {
-        my $guard = lock_file('/var/lock/build.lock', LOCK_EX, timeout => 30)
+        my $guard = lock_file("$dir/build.lock", LOCK_EX, timeout => 30)
             or die "build lock: $!";
-        # ... build ...
+        print "building\n";
     }
 
     # Byte ranges on open-file-description locks, composing per handle.
-    open my $db, '+<', 'records.dat' or die "open: $!";
+    open my $db, '+>', "$dir/records.dat" or die "open: $!";
     my $record = lock_range($db, LOCK_EX, 512 * 7, 512) or die "record 7: $!";
+    my $busy   = range_conflict("$dir/records.dat", LOCK_SH, 0, 0);  # true now
 
-    # Waiting inside an event loop: the waiter's handle becomes readable
-    # when the wait ends; the loop keeps serving everything else meanwhile.
-    use File::Locker qw(:flock lock_file_async lock_range_async);
+Waiting inside an event loop: the waiter's handle becomes readable when
+the wait ends, and the loop keeps serving everything else meanwhile. With
+AnyEvent:
 
-    # AnyEvent
-    my $w = lock_file_async('/var/lock/report.lock', LOCK_EX, timeout => 30);
+    use AnyEvent;
+    use File::Locker qw(:flock lock_file_async);
+    use File::Temp qw(tempdir);
+
+    my $dir  = tempdir(CLEANUP => 1);
+    my $done = AnyEvent->condvar;
+    my $w    = lock_file_async("$dir/report.lock", LOCK_EX, timeout => 30);
     my $io; $io = AnyEvent->io(fh => $w->fh, poll => 'r', cb => sub {
         undef $io;
-        my $guard = $w->guard or return warn "no lock: $!\n";
-        # ... work under the lock; it is released when $guard goes ...
+        my $guard = $w->guard or die "no lock: $!\n";
+        print "reporting under the lock\n";    # released when $guard goes
+        $done->send;
     });
+    $done->recv;
 
-    # IO::Async
+With IO::Async:
+
+    use IO::Async::Loop;
+    use File::Locker qw(:flock lock_range_async);
+    use File::Temp qw(tempdir);
+
+    my $dir  = tempdir(CLEANUP => 1);
+    open my $db, '+>', "$dir/records.dat" or die "open: $!";
+    my $loop = IO::Async::Loop->new;
     my $wait = lock_range_async($db, LOCK_EX, 512 * 7, 512);
     $loop->watch_io(handle => $wait->fh, on_read_ready => sub {
         $loop->unwatch_io(handle => $wait->fh, on_read_ready => 1);
-        my $guard = $wait->guard or return warn "record 7: $!\n";
-        # ...
+        my $guard = $wait->guard or die "record 7: $!\n";
+        print "record 7 is ours\n";
+        $loop->stop;
     });
+    $loop->run;
 
-    # Mojo::IOLoop
-    my $mw = lock_file_async('/var/lock/deploy.lock', LOCK_EX);
+With Mojo::IOLoop:
+
+    use Mojo::IOLoop;
+    use File::Locker qw(:flock lock_file_async);
+    use File::Temp qw(tempdir);
+
+    my $dir = tempdir(CLEANUP => 1);
+    my $mw  = lock_file_async("$dir/deploy.lock", LOCK_EX);
     Mojo::IOLoop->singleton->reactor->io($mw->fh => sub {
         my ($reactor) = @_;
         $reactor->remove($mw->fh);
-        my $guard = $mw->guard or return warn "no lock: $!\n";
-        # ...
+        my $guard = $mw->guard or die "no lock: $!\n";
+        print "deploying under the lock\n";
+        Mojo::IOLoop->stop;
     })->watch($mw->fh, 1, 0);
+    Mojo::IOLoop->start;
 
 =head1 DESCRIPTION
 

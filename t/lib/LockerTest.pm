@@ -20,10 +20,11 @@ use Test::More ();
 use Time::HiRes ();
 
 our @EXPORT_OK = qw(
-  scratch_dir cross_dirs scratch_file spawn fork_peer probe holder fd_count
+  scratch_dir cross_dirs scratch_file spawn fork_peer probe holder lock_holder fd_count
   now read_line open_lock open_rw slurp in_path set_members
   our_holder patient_holder release_holder release_and_wait release_on_waiter
   conflicts try_flock try_range try_lock_file refused_ok
+  classic_files run_classic rerun_classic_ok
 );
 
 our $PATIENCE = $ENV{LOCKER_TEST_PATIENCE} || 60;    # seconds, safety net only
@@ -108,31 +109,51 @@ sub spawn {
     });
 }
 
-# holder(PATH, MODE) starts a child that takes CORE::flock(MODE) on its own
-# handle of PATH, says "locked" (or "failed ERRNO") and releases when told
-# "release"; returns its peer once the lock is held.
-sub holder {
-    my ($path, $mode) = @_;
+# lock_holder(TAKE) starts a child that calls TAKE, which takes a lock and
+# returns the code that lets it go (or a false value with $! set when it
+# could not). The child says "locked" (or "failed ERRNO" and ends), waits
+# for "release", runs the code TAKE gave and says "released". Returns its
+# peer once the lock is held.
+sub lock_holder {
+    my ($take) = @_;
     my $peer = spawn(sub {
         my ($parent) = @_;
-        open my $fh, '<', $path or die "open $path: $!";
-        if (flock $fh, $mode) { $parent->say('locked') } else { $parent->say('failed ' . ($! + 0)); return }
+        my $let_go = $take->();
+        if ($let_go) { $parent->say('locked') } else { $parent->say('failed ' . ($! + 0)); return }
         $parent->expect('release');
-        flock $fh, LOCK_UN;
-        close $fh;
+        $let_go->();
         $parent->say('released');
     });
     $peer->expect('locked');
     return $peer;
 }
 
+# holder(PATH, MODE) starts a child that takes CORE::flock(MODE) on its own
+# handle of PATH, says "locked" (or "failed ERRNO") and releases when told
+# "release"; returns its peer once the lock is held.
+sub holder {
+    my ($path, $mode) = @_;
+    return lock_holder(sub {
+        my $fh = open_lock($path);
+        flock $fh, $mode or return;
+        return sub { flock $fh, LOCK_UN; close $fh };
+    });
+}
+
 # probe(PATH, MODE) asks a fresh process whether MODE|LOCK_NB on its own open
-# of PATH would be granted right now: 1 granted, 0 busy (EWOULDBLOCK).
+# of PATH (a directory is opened O_RDONLY|O_DIRECTORY) would be granted right
+# now: 1 granted, 0 busy (EWOULDBLOCK).
 sub probe {
     my ($path, $mode) = @_;
     my $peer = spawn(sub {
         my ($parent) = @_;
-        open my $fh, '<', $path or die "open $path: $!";
+        my $fh;
+        if (-d $path) {
+            sysopen($fh, $path, O_RDONLY | Fcntl::O_DIRECTORY()) or die "sysopen $path: $!";
+        }
+        else {
+            open $fh, '<', $path or die "open $path: $!";
+        }
         my $got = flock $fh, $mode | LOCK_NB;
         $parent->say($got ? 'granted' : 'busy ' . ($! + 0));
     });
@@ -339,6 +360,60 @@ sub refused_ok {
     local $Test::Builder::Level = $Test::Builder::Level + 1;
     Test::More::ok(!defined $guard, "$what: undef") or Test::More::diag("got $guard");
     Test::More::is($errno, $want, "$what: \$! is " . POSIX::strerror($want));
+}
+
+# ---- the OFD/classic matrix ---------------------------------------------
+#
+# Range locks use open-file-description locks where the kernel has them, and
+# classic POSIX locks with a process-wide table where it does not, or where
+# FILE_LOCKER_NO_OFD is true; the choice is made once, when File::Locker
+# loads. The suite runs as it finds the kernel; the files below must also
+# pass with the fallback forced, and this is the one place that says which
+# and how.
+
+# classic_files(): the test files to run again with classic locks (by
+# t/290): every range test, and with LOCKER_TEST_CLASSIC_ALL set (CI) the
+# stress and fault suites too, which take minutes.
+sub classic_files {
+    my @files = grep { !/290_/ } sort glob 't/2[0-9][0-9]_*.t';
+    push @files, grep { -e } qw(t/520_stress_suite.t t/530_faults.t t/540_async_stress.t)
+      if $ENV{LOCKER_TEST_CLASSIC_ALL};
+    return @files;
+}
+
+# run_classic(FILE | '-e' CODE, NAME => VALUE...): runs FILE (or CODE) in a
+# fresh perl with this @INC, classic locks forced and the given environment
+# added; returns its wait status and what it printed on stdout (its stderr
+# goes to ours).
+sub run_classic {
+    my @program = $_[0] eq '-e' ? splice(@_, 0, 2) : shift;
+    my (%env) = @_;
+    local $ENV{FILE_LOCKER_NO_OFD} = 1;
+    local @ENV{keys %env} = values %env;
+    open(my $kid, '-|', $^X, (map { "-I$_" } grep { !ref } @INC), @program)
+      or die "run @program: $!";
+    my $output = do { local $/; <$kid> } // '';
+    close $kid;
+    return ($?, $output);
+}
+
+# rerun_classic_ok(LABEL, NAME => VALUE...): runs this test file again with
+# classic locks forced (see run_classic) and reports each of its assertions
+# here as one, named "LABEL: its name", then that it reported at least three
+# and exited with status 0.
+sub rerun_classic_ok {
+    my ($label, %env) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    my ($status, $output) = run_classic($0, %env);
+    my $seen = 0;
+    for (split /^/, $output) {
+        next unless /^(not )?ok \d+(?: - (.*))?$/;
+        $seen++;
+        Test::More::ok(!$1, "$label: " . ($2 // 'an assertion'));
+    }
+    Test::More::ok($seen >= 3, "$label: the re-run reported $seen results");
+    Test::More::is($status, 0, "$label: the re-run exited with status 0")
+      or Test::More::diag($output);
 }
 
 package LockerTest::Peer;
