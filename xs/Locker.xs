@@ -28,11 +28,17 @@ extern "C" {
 #include "XSUB.h"
 }
 
-/* Per-interpreter cache: the guard class's stash, looked up once. */
+namespace {
+struct Guard;
+}
+
+/* Per-interpreter state: the guard class's stash, looked up once, and the
+ * guards this interpreter made that are still alive (for the exit hook). */
 #define MY_CXT_KEY "File::Locker::_guts" XS_VERSION
 typedef struct {
     HV *guard_stash;
-    AV *kept_handles; /* @File::Locker::_kept_handles */
+    AV *kept_handles;   /* @File::Locker::_kept_handles */
+    Guard *live_guards; /* a list through Guard::next / Guard::prev */
 } my_cxt_t;
 START_MY_CXT
 
@@ -260,6 +266,7 @@ struct Guard final {
     bool borrowed = false;            /* locked through the user's handle */
     bool path_utf8 = false;           /* PATH was a character string */
     IV offset = 0, length = 0;        /* as given, for a range */
+    Guard *prev = nullptr, *next = nullptr; /* MY_CXT.live_guards */
 };
 
 bool
@@ -523,12 +530,20 @@ guard_free(pTHX_ SV *sv, MAGIC *mg)
         return 0; /* a copy's magic, or freed already: owns nothing */
     std::unique_ptr<Guard> guard((Guard *)mg->mg_ptr);
     mg->mg_ptr = NULL;
+    dMY_CXT;
+    if (guard->owner == aTHX) { /* on this interpreter's list */
+        if (guard->prev)
+            guard->prev->next = guard->next;
+        else
+            MY_CXT.live_guards = guard->next;
+        if (guard->next)
+            guard->next->prev = guard->prev;
+    }
     const locker::InodeKey inode = guard->lock.inode();
     guard_release(aTHX_ guard.get());
     SV *const handle = guard->handle;
     const bool keep = handle && !guard->borrowed && locker::ClassicLocksHeld(inode);
     guard.reset();
-    dMY_CXT;
     AV *const kept = MY_CXT.kept_handles;
     if (keep) {
         AV *const entry = newAV();
@@ -550,6 +565,10 @@ new_guard_object(pTHX_ std::unique_ptr<Guard> guard)
     dMY_CXT;
     SV *const object = newSV_type(SVt_PVMG);
     guard->self = object;
+    guard->next = MY_CXT.live_guards;
+    if (guard->next)
+        guard->next->prev = guard.get();
+    MY_CXT.live_guards = guard.get();
     (void)sv_magicext(object, object, PERL_MAGIC_ext, &guard_vtbl, (const char *)guard.release(), 0);
     SV *const rv = sv_2mortal(newRV_noinc(object));
     (void)sv_bless(rv, MY_CXT.guard_stash);
@@ -685,6 +704,18 @@ guard_for_change(pTHX_ SV *self, const char *method)
     return guard;
 }
 
+/* Runs at interpreter exit, after Perl has freed every object it could:
+ * releases the locks of guards that are never freed (kept alive by a
+ * reference cycle), as their release would have. Guards free themselves
+ * through their magic; there is no DESTROY method to call. */
+void
+release_leftover_guards(pTHX_ void *)
+{
+    dMY_CXT;
+    for (Guard *guard = MY_CXT.live_guards; guard; guard = guard->next)
+        guard_release(aTHX_ guard);
+}
+
 }  // namespace
 
 MODULE = File::Locker    PACKAGE = File::Locker
@@ -696,6 +727,8 @@ BOOT:
     MY_CXT_INIT;
     MY_CXT.guard_stash = gv_stashpvs("File::Locker::Guard", GV_ADD);
     MY_CXT.kept_handles = get_av("File::Locker::_kept_handles", GV_ADD);
+    MY_CXT.live_guards = NULL;
+    perl_atexit(release_leftover_guards, NULL);
 }
 
 void
@@ -704,6 +737,8 @@ CLONE(...)
     MY_CXT_CLONE;
     MY_CXT.guard_stash = gv_stashpvs("File::Locker::Guard", GV_ADD);
     MY_CXT.kept_handles = get_av("File::Locker::_kept_handles", GV_ADD);
+    MY_CXT.live_guards = NULL; /* the new thread has no guards (CLONE_SKIP) */
+    perl_atexit(release_leftover_guards, NULL);
     PERL_UNUSED_VAR(items);
     XSRETURN_EMPTY;
 
@@ -1019,15 +1054,4 @@ _leave_locked(self)
      * the kernel keeps the lock while another descriptor of it is open. */
     Guard *guard = guard_for_change(aTHX_ self, "_leave_locked");
     guard->lock.Abandon();
-    XSRETURN_EMPTY;
-
-void
-DESTROY(self)
-    SV *self
-  PPCODE:
-    /* Releases at once; the magic's free hook would do it when the object
-     * is freed, which global destruction may never get to. */
-    if (guard_lookup(aTHX_ self))
-        (void)guard_free(aTHX_ SvRV(self),
-                         mg_findext(SvRV(self), PERL_MAGIC_ext, &guard_vtbl));
     XSRETURN_EMPTY;
