@@ -252,6 +252,110 @@ until_not_interrupted(pTHX_ Call &&call)
     }
 }
 
+/* flock(FH, OPERATION [, TIMEOUT]) for the XSUB and the custom op: 1 when
+ * locked or unlocked, 0 with errno set. timeout may be NULL (absent). */
+int
+flock_call(pTHX_ SV *fh, SV *operation, SV *timeout)
+{
+    /* In core's order: the handle is resolved (croaks), then the operation
+     * read (warns), then a handle without a stream reported (warns). */
+    const FlockTarget target = flock_target(aTHX_ fh);
+    const int op = flock_operation(aTHX_ operation);
+    int fd;
+    PerlIO *fp;
+    locker::Deadline deadline = locker::Deadline::Never();
+    const bool has_stream = flock_descriptor(aTHX_ target, &fd, &fp);
+    if (!has_stream || !flock_deadline(aTHX_ timeout, &deadline))
+        return 0;
+    if (fp)
+        (void)PerlIO_flush(fp);
+    for (;;) {
+        const locker::Status status = locker::Flock(fd, op, deadline);
+        if (status.ok())
+            return 1;
+        errno = status.err();
+        if (status.err() != EINTR)
+            return 0;
+        /* As in core, handlers run and an untimed wait ends with EINTR;
+         * a timed wait goes on with the time left. */
+        dispatch_signals(aTHX);
+        if (deadline.is_never())
+            return 0;
+    }
+}
+
+/* ---- flock as a custom op ---------------------------------------------
+ * A call of the imported flock whose sub is known at compile time becomes
+ * one op over its 2 or 3 arguments (op_private says how many), so no
+ * entersub is paid. &flock, goto &flock and method calls still reach the
+ * XSUB. The op describes itself as "flock", so warnings read as core's. */
+
+XOP flock_xop;
+
+OP *
+pp_locker_flock(pTHX)
+{
+    dSP;
+    SV *const timeout = PL_op->op_private == 3 ? POPs : NULL;
+    SV *const operation = POPs;
+    SV *const fh = POPs;
+    PUTBACK;
+    const int result = flock_call(aTHX_ fh, operation, timeout);
+    SPAGAIN;
+    dTARGET;
+    PUSHi(result);
+    PUTBACK;
+    return NORMAL;
+}
+
+/* True for a call through CORE::GLOBAL::flock (cvop: the entersub's last
+ * kid, which names the sub), which stays a sub call as an override of a
+ * builtin is expected to. */
+bool
+is_global_override(pTHX_ OP *cvop)
+{
+    if (cvop->op_type == OP_NULL && (cvop->op_flags & OPf_KIDS))
+        cvop = cUNOPx(cvop)->op_first; /* ex-rv2cv */
+    if (cvop->op_type != OP_GV)
+        return false;
+    GV *const gv = cGVOPx_gv(cvop);
+    HV *const stash = gv && isGV_with_GP(gv) ? GvSTASH(gv) : NULL;
+    const char *const name = stash ? HvNAME_get(stash) : NULL;
+    return name && strEQ(name, "CORE::GLOBAL");
+}
+
+/* Call checker: the prototype's checks and contexts first, as for any call
+ * (they croak at compile time as before), then the arguments move under
+ * the custom op. */
+OP *
+flock_call_checker(pTHX_ OP *entersub, GV *namegv, SV *protosv)
+{
+    entersub = ck_entersub_args_proto_or_list(entersub, namegv, protosv);
+    OP *parent = entersub;
+    OP *pushmark = cUNOPx(entersub)->op_first;
+    if (!OpHAS_SIBLING(pushmark)) { /* the arguments sit in an ex-list */
+        parent = pushmark;
+        pushmark = cUNOPx(pushmark)->op_first;
+    }
+    int count = 0;
+    OP *cvop = OpSIBLING(pushmark);
+    for (; cvop && OpHAS_SIBLING(cvop); cvop = OpSIBLING(cvop))
+        ++count; /* the last kid is the sub itself, not an argument */
+    if (count < 2 || count > 3 || !cvop || is_global_override(aTHX_ cvop))
+        return entersub;
+    OP *args[3];
+    for (int i = 0; i < count; ++i)
+        args[i] = op_sibling_splice(parent, pushmark, 1, NULL);
+    OP *flockop = newLISTOP(OP_CUSTOM, 0, args[0], args[1]);
+    if (count == 3)
+        flockop = op_append_elem(OP_CUSTOM, flockop, args[2]);
+    flockop->op_ppaddr = pp_locker_flock;
+    flockop->op_private = (U8)count;
+    flockop->op_targ = pad_alloc(OP_CUSTOM, SVs_PADTMP);
+    op_free(entersub);
+    return flockop;
+}
+
 /* ---- guards ---------------------------------------------------------- */
 
 const char kGuardClass[] = "File::Locker::Guard";
@@ -729,6 +833,12 @@ BOOT:
     MY_CXT.kept_handles = get_av("File::Locker::_kept_handles", GV_ADD);
     MY_CXT.live_guards = NULL;
     perl_atexit(release_leftover_guards, NULL);
+    XopENTRY_set(&flock_xop, xop_name, "locker_flock");
+    XopENTRY_set(&flock_xop, xop_desc, "flock");
+    XopENTRY_set(&flock_xop, xop_class, OA_LISTOP);
+    Perl_custom_op_register(aTHX_ pp_locker_flock, &flock_xop);
+    CV *const flock_cv = get_cv("File::Locker::flock", 0);
+    cv_set_call_checker(flock_cv, flock_call_checker, (SV *)flock_cv);
 }
 
 void
@@ -748,36 +858,8 @@ flock(fh, operation, timeout = NULL)
     SV *operation
     SV *timeout
   PROTOTYPE: *$;$
-  PREINIT:
-    PerlIO *fp;
-    locker::Deadline deadline = locker::Deadline::Never();
   CODE:
-    /* In core's order: the handle is resolved (croaks), then the operation
-     * read (warns), then a handle without a stream reported (warns). */
-    const FlockTarget target = flock_target(aTHX_ fh);
-    const int op = flock_operation(aTHX_ operation);
-    int fd;
-    const bool has_stream = flock_descriptor(aTHX_ target, &fd, &fp);
-    RETVAL = 0;
-    if (has_stream && flock_deadline(aTHX_ timeout, &deadline)) {
-        if (fp)
-            (void)PerlIO_flush(fp);
-        for (;;) {
-            const locker::Status status = locker::Flock(fd, op, deadline);
-            if (status.ok()) {
-                RETVAL = 1;
-                break;
-            }
-            errno = status.err();
-            if (status.err() != EINTR)
-                break;
-            /* As in core, handlers run and an untimed wait ends with EINTR;
-             * a timed wait goes on with the time left. */
-            dispatch_signals(aTHX);
-            if (deadline.is_never())
-                break;
-        }
-    }
+    RETVAL = flock_call(aTHX_ fh, operation, timeout);
   OUTPUT:
     RETVAL
 
