@@ -643,7 +643,9 @@ guard_free(pTHX_ SV *sv, MAGIC *mg)
         if (guard->next)
             guard->next->prev = guard->prev;
     }
-    const locker::InodeKey inode = guard->lock.inode();
+    /* Classic locks only: with OFD locks no close can drop another lock. */
+    const locker::InodeKey inode =
+        locker::UsingOfdLocks() ? locker::InodeKey() : guard->lock.inode();
     guard_release(aTHX_ guard.get());
     SV *const handle = guard->handle;
     const bool keep = handle && !guard->borrowed && locker::ClassicLocksHeld(inode);
