@@ -5,7 +5,9 @@
 #
 #   perl -Mblib bench/run.pl [SECTION...]     (from the distribution root)
 #
-# Sections: pairs ranges handoff contention table startup (default: all).
+# Sections: pairs ranges handoff contention table startup (default: all of
+# these), and callgrind: instructions per pair counted by valgrind, which a
+# loaded machine does not move (run only when named).
 # BENCH_QUICK=1 runs a shorter version. Writes bench/out/handoff.png. With
 # LOCKER_TEST_DIRS=A:B (two mounts of one volume) it then runs
 # bench/cross_client.pl: cost and hand-off across the two mounts.
@@ -20,6 +22,7 @@ use File::Locker ();
 use File::Temp qw(tempdir);
 use POSIX ();
 
+use Bench::Callgrind qw(have_callgrind callgrind_table);
 use Bench::Contention qw(contention_variants run_contention);
 use Bench::Handoff qw(handoff_variants run_handoffs);
 use Bench::Pairs qw(whole_file_pairs path_pairs range_pairs pairs_table);
@@ -33,7 +36,8 @@ $| = 1;
 my @sections = qw(pairs ranges handoff contention table startup);
 my %run = map { $_ => 1 } @ARGV ? @ARGV : @sections;
 for my $name (keys %run) {
-    die "unknown section '$name' (sections: @sections)\n" unless grep { $_ eq $name } @sections;
+    die "unknown section '$name' (sections: @sections callgrind)\n"
+      unless grep { $_ eq $name } @sections, 'callgrind';
 }
 
 my $dir     = tempdir('file-locker-bench-XXXXXX', TMPDIR => 1, CLEANUP => 1);
@@ -198,6 +202,16 @@ if ($run{startup}) {
     }
     else {
         push @notes, $note;
+    }
+}
+
+if ($run{callgrind}) {
+    if (have_callgrind()) {
+        my ($text) = callgrind_table($dir, lock_file_path('callgrind'));
+        print $text // "callgrind: cannot find the built File::Locker (run make first)\n\n";
+    }
+    else {
+        push @notes, 'skipped callgrind: valgrind is not installed';
     }
 }
 
