@@ -621,6 +621,18 @@ Status Registry::TakeWhole(Description* desc, RangeMode mode, const Deadline& de
   RangeMode want;
   {
     std::unique_lock<std::mutex> hold(mutex_);
+    // The fast path, as for ranges: on an OFD that holds no whole-file lock
+    // and has no request at the kernel, one try without waiting under the
+    // mutex, which cannot drop anything when it fails.
+    if (desc->whole_inflight == 0 && desc->whole.mode() == RangeMode::kNone) {
+      if (::flock(desc->fd.get(), FlockOperation(mode) | LOCK_NB) == 0) {
+        desc->whole.Add(mode, +1);
+        desc->whole_lost = false;
+        return Status::Ok();
+      }
+      const int err = errno == EAGAIN ? EWOULDBLOCK : errno;
+      if (err != EWOULDBLOCK || deadline.is_immediate()) return Status::Error(err);
+    }
     // As for ranges: one whole-file request per OFD at the kernel at a time.
     const Status turn =
         WaitInProcess(&hold, deadline, [&] { return desc->whole_inflight > 0; });
