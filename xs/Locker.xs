@@ -26,6 +26,7 @@ extern "C" {
 #include "EXTERN.h"
 #include "perl.h"
 #include "XSUB.h"
+#include "perliol.h"
 }
 
 namespace {
@@ -252,6 +253,22 @@ until_not_interrupted(pTHX_ Call &&call)
     }
 }
 
+/* True when flushing fp would change nothing: a plain :unix stream with
+ * :perlio layers over it, none holding output to write or read-ahead input
+ * to discard. Any other layer (crlf, encoding, via, scalar) is flushed, as
+ * core always does. */
+bool
+nothing_buffered(PerlIO *fp)
+{
+    for (PerlIOl *layer = *fp; layer; layer = layer->next) {
+        if (layer->tab == &PerlIO_unix)
+            continue;
+        if (layer->tab != &PerlIO_perlio || (layer->flags & (PERLIO_F_WRBUF | PERLIO_F_RDBUF)))
+            return false;
+    }
+    return true;
+}
+
 /* flock(FH, OPERATION [, TIMEOUT]) for the XSUB and the custom op: 1 when
  * locked or unlocked, 0 with errno set. timeout may be NULL (absent). */
 int
@@ -267,7 +284,7 @@ flock_call(pTHX_ SV *fh, SV *operation, SV *timeout)
     const bool has_stream = flock_descriptor(aTHX_ target, &fd, &fp);
     if (!has_stream || !flock_deadline(aTHX_ timeout, &deadline))
         return 0;
-    if (fp)
+    if (fp && !nothing_buffered(fp))
         (void)PerlIO_flush(fp);
     for (;;) {
         const locker::Status status = locker::Flock(fd, op, deadline);
