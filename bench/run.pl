@@ -5,7 +5,9 @@
 #
 #   perl -Mblib bench/run.pl [SECTION...]     (from the distribution root)
 #
-# Sections: pairs ranges handoff contention table startup (default: all).
+# Sections: pairs ranges handoff contention table startup (default: all of
+# these), and callgrind: instructions per pair counted by valgrind, which a
+# loaded machine does not move (run only when named).
 # BENCH_QUICK=1 runs a shorter version. Writes bench/out/handoff.png. With
 # LOCKER_TEST_DIRS=A:B (two mounts of one volume) it then runs
 # bench/cross_client.pl: cost and hand-off across the two mounts.
@@ -20,6 +22,7 @@ use File::Locker ();
 use File::Temp qw(tempdir);
 use POSIX ();
 
+use Bench::Callgrind qw(have_callgrind callgrind_table);
 use Bench::Contention qw(contention_variants run_contention);
 use Bench::Handoff qw(handoff_variants run_handoffs);
 use Bench::Pairs qw(whole_file_pairs path_pairs range_pairs pairs_table);
@@ -33,7 +36,8 @@ $| = 1;
 my @sections = qw(pairs ranges handoff contention table startup);
 my %run = map { $_ => 1 } @ARGV ? @ARGV : @sections;
 for my $name (keys %run) {
-    die "unknown section '$name' (sections: @sections)\n" unless grep { $_ eq $name } @sections;
+    die "unknown section '$name' (sections: @sections callgrind)\n"
+      unless grep { $_ eq $name } @sections, 'callgrind';
 }
 
 my $dir     = tempdir('file-locker-bench-XXXXXX', TMPDIR => 1, CLEANUP => 1);
@@ -65,7 +69,7 @@ if ($run{pairs}) {
     my $fh_pairs = whole_file_pairs(lock_file_path('pairs'));
     print pairs_table('Whole-file LOCK_EX + unlock on an open handle', $fh_pairs);
     $ratio{flock_pair}     = ratio_of($fh_pairs, 'File::Locker::flock', 'CORE::flock');
-    $ratio{lock_file_pair} = ratio_of($fh_pairs, 'lock_file($fh) + release', 'CORE::flock');
+    $ratio{lock_file_pair} = ratio_of($fh_pairs, 'lock_file($fh) + scope exit', 'CORE::flock');
 
     my $by_path = path_pairs(lock_file_path('by-path'));
     print pairs_table('Whole-file lock by path: open + LOCK_EX + unlock + close', $by_path);
@@ -75,8 +79,8 @@ if ($run{ranges}) {
     my $ranges = range_pairs(lock_file_path('ranges'));
     print pairs_table("Byte-range exclusive lock + unlock of $Bench::Pairs::RANGE_LENGTH bytes"
           . " at offset $Bench::Pairs::RANGE_OFFSET", $ranges);
-    $ratio{lock_range_pair} = ratio_of($ranges, 'lock_range($fh) + release', $ranges->{baseline})
-      if $ranges->{baseline};
+    $ratio{lock_range_pair} = ratio_of($ranges, 'lock_range($fh) + scope exit', $ranges->{baseline})
+      if $ranges->{baseline} && $ranges->{baseline} =~ /^C /;
 }
 
 if ($run{handoff}) {
@@ -197,9 +201,20 @@ if ($run{startup}) {
               . ' machine; locker runs from an installed-layout copy of the build)',
             [ 'command', 'time', 'ratio', 'CPU', 'CPU ratio' ], @rows);
         $ratio{startup} = paired_ratio($times->{ $variants->[1][0] }, $flock);
+        $ratio{load} = paired_ratio($times->{'perl -MFile::Locker -e1'}, $times->{'perl -MFcntl -e1'});
     }
     else {
         push @notes, $note;
+    }
+}
+
+if ($run{callgrind}) {
+    if (have_callgrind()) {
+        my ($text) = callgrind_table($dir, lock_file_path('callgrind'));
+        print $text // "callgrind: cannot find the built File::Locker (run make first)\n\n";
+    }
+    else {
+        push @notes, 'skipped callgrind: valgrind is not installed';
     }
 }
 
@@ -238,13 +253,15 @@ sub load_average {
 
 sub summary {
     my @targets = (    # name, key in %ratio, limit, section
-        [ 'File::Locker::flock pair vs CORE::flock pair', 'flock_pair', 1.10, 'pairs' ],
-        [ 'hand-off with TIMEOUT vs blocking CORE::flock (median)', 'handoff_timeout', 1.25, 'handoff' ],
-        [ 'lock_file($fh)+release vs CORE::flock pair', 'lock_file_pair', 1.6, 'pairs' ],
+        [ 'File::Locker::flock pair vs CORE::flock pair', 'flock_pair', 1.00, 'pairs' ],
+        [ 'lock_file($fh) + scope exit vs CORE::flock pair', 'lock_file_pair', 1.30, 'pairs' ],
+        [ 'lock_range($fh, EX, 4096, 512) + scope exit vs C F_OFD_SETLK pair', 'lock_range_pair', 1.60,
+          'ranges' ],
+        [ 'hand-off with TIMEOUT vs blocking CORE::flock (median)', 'handoff_timeout', 1.10, 'handoff' ],
         [ 'async hand-off (lock_file_async + select) vs blocking lock_file (median per round)',
           'handoff_async', 1.5, 'handoff' ],
-        [ 'lock_range+release vs File::FcntlLock F_SETLK pair', 'lock_range_pair', 0.5, 'ranges' ],
-        [ 'one more range with 10,000 held vs File::FcntlLock in the same state', 'range_table', 1.3,
+        [ 'perl -MFile::Locker -e1 vs perl -MFcntl -e1 (start-up)', 'load', 1.50, 'startup' ],
+        [ 'one more range with 10,000 held vs File::FcntlLock in the same state', 'range_table', 1.15,
           'table' ],
         [ 'locker -n FILE true vs flock -n FILE true (start-up)', 'startup', 3.0, 'startup' ],
     );
@@ -257,7 +274,8 @@ sub summary {
         $text .= defined $r
           ? sprintf("target %s: %s <= %.2f %s\n", $name, $shown, $limit, $r <= $limit ? 'met' : 'missed')
           : "target $name: not measured ("
-          . ($run{$section} ? 'File::FcntlLock is missing' : "section '$section' not run") . ")\n";
+          . ($run{$section} ? 'a baseline is missing (cc, File::FcntlLock)' : "section '$section' not run")
+          . ")\n";
     }
     $text .= "note: $_\n" for peer_notes(), @notes;
     $text .= sprintf("total time: %.0f s; load average at end: %s\n", now() - $started, load_average());

@@ -142,7 +142,9 @@ class Lock final {
   // Whether the lock's descriptor is open for writing.
   bool writable() const;
   const std::string& path() const { return path_; }
-  InodeKey inode() const { return desc_ ? desc_->inode : InodeKey(); }
+  // The locked file (asked of the kernel on first use for a caller's
+  // descriptor).
+  InodeKey inode() const { return desc_ ? Registry::Get().FileOf(desc_) : InodeKey(); }
   // Says that a descriptor the caller made (a dup of fd()) shares the
   // lock's OFD, so it is never reused as a fresh one.
   void MarkShared() {

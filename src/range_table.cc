@@ -5,6 +5,7 @@
 namespace locker {
 
 Holds RangeTable::At(Pos offset) const {
+  if (solo_) return offset >= solo_.start && offset < solo_.end ? solo_.holds : Holds();
   auto it = bounds_.upper_bound(offset);
   return it == bounds_.begin() ? Holds() : std::prev(it)->second;
 }
@@ -24,7 +25,28 @@ void RangeTable::Coalesce(Pos at) {
   if (it->second == before) bounds_.erase(it);
 }
 
+// Moves the single range into the map, as Add would have stored it.
+void RangeTable::Spill() {
+  const Solo solo = solo_;
+  solo_ = Solo();
+  bounds_.emplace(solo.start, solo.holds);
+  if (solo.end != kRangeEnd) bounds_.emplace(solo.end, Holds());
+}
+
 void RangeTable::Add(Pos start, Pos end, RangeMode mode, int delta) {
+  if (solo_ && solo_.start == start && solo_.end == end) {
+    solo_.holds.Add(mode, delta);
+    if (solo_.holds == Holds()) solo_ = Solo();
+    return;
+  }
+  if (!solo_ && bounds_.empty() && delta > 0) {
+    solo_.start = start;
+    solo_.end = end;
+    solo_.holds = Holds();
+    solo_.holds.Add(mode, delta);
+    return;
+  }
+  if (solo_) Spill();
   Split(start);
   Split(end);
   for (auto it = bounds_.find(start); it != bounds_.end() && it->first < end; ++it) {

@@ -51,6 +51,18 @@ class RangeTable final {
   // exactly, each with the holds that apply there (zero where none).
   template <typename Fn>
   void Walk(Pos start, Pos end, Fn&& fn) const {
+    if (solo_) {
+      const Pos lo = start > solo_.start ? start : solo_.start;
+      const Pos hi = end < solo_.end ? end : solo_.end;
+      if (lo >= hi) {
+        fn(start, end, Holds());
+        return;
+      }
+      if (start < lo) fn(start, lo, Holds());
+      fn(lo, hi, solo_.holds);
+      if (hi < end) fn(hi, end, Holds());
+      return;
+    }
     auto it = bounds_.upper_bound(start);
     Holds current;
     if (it != bounds_.begin()) current = std::prev(it)->second;
@@ -68,13 +80,28 @@ class RangeTable final {
   // The holds at one byte.
   Holds At(Pos offset) const;
 
-  bool empty() const { return bounds_.empty(); }
-  size_t segments() const { return bounds_.size(); }
+  bool empty() const { return !solo_ && bounds_.empty(); }
+  size_t segments() const {
+    if (solo_) return solo_.end == kRangeEnd ? 1 : 2;
+    return bounds_.size();
+  }
 
  private:
+  // A table holding one range only (the common case: one lock on an open
+  // file description) keeps it here, with bounds_ empty, so taking and
+  // giving back an isolated lock touches no map node.
+  struct Solo {
+    Pos start = 0;
+    Pos end = 0;
+    Holds holds;
+    explicit operator bool() const { return end != 0; }
+  };
+
   void Split(Pos at);
   void Coalesce(Pos at);
+  void Spill();
 
+  Solo solo_;
   std::map<Pos, Holds> bounds_;
 };
 

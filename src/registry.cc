@@ -76,8 +76,36 @@ struct Run {
   RangeMode mode;
 };
 
+// The runs of one request: most requests make one or two, kept inline so
+// the common call allocates nothing; more spill to the heap.
+class RunList final {
+ public:
+  bool empty() const { return size_ == 0; }
+  size_t size() const { return size_; }
+  Run& back() { return at(size_ - 1); }
+  const Run& operator[](size_t i) const { return size_ <= kInline ? inline_[i] : more_[i]; }
+  void push_back(const Run& run) {
+    if (size_ == kInline) more_.assign(inline_, inline_ + kInline);
+    if (size_ < kInline) {
+      inline_[size_] = run;
+    } else {
+      more_.push_back(run);
+    }
+    ++size_;
+  }
+  const Run* begin() const { return size_ <= kInline ? inline_ : more_.data(); }
+  const Run* end() const { return begin() + size_; }
+
+ private:
+  static constexpr size_t kInline = 4;
+  Run& at(size_t i) { return size_ <= kInline ? inline_[i] : more_[i]; }
+  Run inline_[kInline];
+  std::vector<Run> more_;  // every run, once there are more than kInline
+  size_t size_ = 0;
+};
+
 // Appends [from, to) in mode, merging with an adjacent run of equal mode.
-void AddRun(std::vector<Run>* runs, Pos from, Pos to, RangeMode mode) {
+void AddRun(RunList* runs, Pos from, Pos to, RangeMode mode) {
   if (!runs->empty() && runs->back().end == from && runs->back().mode == mode) {
     runs->back().end = to;
   } else {
@@ -148,6 +176,7 @@ void Registry::ChildAfterFork() {
     desc->whole_inflight = 0;
   }
   self.inodes_.clear();
+  self.unindexed_ = nullptr;
 }
 
 Description* Registry::NewDescription(UniqueFd fd, const InodeKey& inode,
@@ -163,8 +192,28 @@ Description* Registry::NewDescription(UniqueFd fd, const InodeKey& inode,
   return raw;
 }
 
+// Requires mutex_. Lists desc under its inode, asking the kernel which it
+// is. A descriptor of ours that fstat cannot name stays unindexed (Match
+// still compares against it).
+void Registry::Index(Description* desc) {
+  if (desc->indexed) return;
+  InodeKey inode;
+  if (!InodeOf(desc->fd.get(), &inode).ok()) return;
+  desc->inode = inode;
+  desc->indexed = true;
+  inodes_[inode].descriptions.push_back(desc);
+  if (unindexed_ == desc) unindexed_ = nullptr;
+}
+
+InodeKey Registry::FileOf(Description* desc) {
+  std::lock_guard<std::mutex> hold(mutex_);
+  Index(desc);
+  return desc->inode;
+}
+
 // Requires mutex_. The live Description of fd's OFD, or nullptr.
 Description* Registry::Match(int fd, const InodeKey& inode) const {
+  if (unindexed_ != nullptr && SameFile(fd, unindexed_->fd.get()) == 1) return unindexed_;
   auto it = inodes_.find(inode);
   if (it == inodes_.end()) return nullptr;
   for (Description* desc : it->second.descriptions) {
@@ -176,6 +225,25 @@ Description* Registry::Match(int fd, const InodeKey& inode) const {
 }
 
 Status Registry::Adopt(int fd, Description** out) {
+  if (ofd_) {
+    // With no other live Description there is nothing to match fd against
+    // and no classic lock to mind: the duplicate is all it takes, and the
+    // inode is asked for only once something needs it.
+    std::lock_guard<std::mutex> hold(mutex_);
+    if (inodes_.empty() && unindexed_ == nullptr) {
+      UniqueFd dup(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
+      if (!dup.valid()) return Status::Error(errno);
+      auto desc = std::make_unique<Description>();
+      desc->fd = std::move(dup);
+      desc->adopted = true;
+      desc->indexed = false;
+      desc->refs = 1;
+      unindexed_ = desc.get();
+      *out = desc.get();
+      descriptions_.emplace(desc.get(), std::move(desc));
+      return Status::Ok();
+    }
+  }
   InodeKey inode;
   const Status status = InodeOf(fd, &inode);
   if (!status.ok()) return status;
@@ -288,6 +356,10 @@ void Registry::Unref(Description* desc) {
     }
     return;
   }
+  if (!desc->indexed) {  // OFD locks only: nothing kept, the descriptor closes
+    if (unindexed_ == desc) unindexed_ = nullptr;
+    return;
+  }
   auto it = inodes_.find(desc->inode);
   if (it != inodes_.end()) {
     it->second.descriptions.remove(desc);
@@ -341,7 +413,7 @@ bool Registry::ConflictsInProcess(const InodeKey& inode, const Description* exce
 // Requires mutex_. Sets the kernel to the strongest mode the holds want on
 // each piece of [start, end), without waiting.
 void Registry::SyncKernel(Description* desc, Pos start, Pos end) {
-  std::vector<Run> runs;
+  RunList runs;
   KernelTable(desc).Walk(start, end, [&](Pos a, Pos b, const Holds& holds) {
     AddRun(&runs, a, b, holds.mode());
   });
@@ -384,9 +456,54 @@ Status Registry::WaitInProcess(std::unique_lock<std::mutex>* hold,
   return Status::Error(deadline.Expired() ? ETIMEDOUT : EINTR);
 }
 
+// The fast path: one mutex section, with the kernel asked without waiting
+// while the mutex is held, so no other request of this process can come
+// between the decision and the grant and nothing needs to be marked as in
+// flight. A request that would have to wait (for the kernel, for another
+// request on these bytes, or for another owner here) goes on in
+// TakeRangeWaiting, after the bytes it was granted are set back.
 Status Registry::TakeRange(Description* desc, RangeMode mode, Pos start, Pos end,
                            const Deadline& deadline) {
-  std::vector<Run> runs;
+  {
+    std::lock_guard<std::mutex> hold(mutex_);
+    Conflict conflict;
+    const bool owner_here =
+        !ofd_ && ConflictsInProcess(desc->inode, desc, mode, start, end, &conflict);
+    if (owner_here && deadline.is_never()) return Status::Error(EDEADLK);
+    bool in_flight = false;
+    if (!owner_here) {
+      PendingTable(desc).Walk(start, end, [&](Pos, Pos, const Holds& flying) {
+        in_flight = in_flight || flying != Holds();
+      });
+    }
+    if (!owner_here && !in_flight) {
+      RunList runs;
+      KernelTable(desc).Walk(start, end, [&](Pos a, Pos b, const Holds& holds) {
+        AddRun(&runs, a, b, std::max(holds.mode(), mode));
+      });
+      Status status = Status::Ok();
+      size_t granted = 0;
+      for (const Run& run : runs) {
+        status = KernelSet(ofd_, desc->fd.get(), run.mode, run.start, run.end, false);
+        if (!status.ok()) break;
+        ++granted;
+      }
+      if (status.ok()) {
+        Record(desc, mode, start, end, +1);
+        return status;
+      }
+      // The record is still what was granted before: setting the granted
+      // runs back to it undoes this request exactly.
+      for (size_t i = 0; i < granted; ++i) SyncKernel(desc, runs[i].start, runs[i].end);
+      if (status.err() != EWOULDBLOCK || deadline.is_immediate()) return status;
+    }
+  }
+  return TakeRangeWaiting(desc, mode, start, end, deadline);
+}
+
+Status Registry::TakeRangeWaiting(Description* desc, RangeMode mode, Pos start, Pos end,
+                                  const Deadline& deadline) {
+  RunList runs;
   unsigned long gives_before;
   {
     std::unique_lock<std::mutex> hold(mutex_);
@@ -473,7 +590,7 @@ void Registry::DowngradeRange(Description* desc, Pos start, Pos end) {
 void Registry::Lower(Description* desc, RangeMode mode, Pos start, Pos end) {
   Record(desc, mode, start, end, -1);
   ++gives_;
-  std::vector<Run> runs;
+  RunList runs;
   KernelTable(desc).Walk(start, end, [&](Pos a, Pos b, const Holds& after) {
     Holds before = after;
     before.Add(mode, +1);
@@ -504,6 +621,18 @@ Status Registry::TakeWhole(Description* desc, RangeMode mode, const Deadline& de
   RangeMode want;
   {
     std::unique_lock<std::mutex> hold(mutex_);
+    // The fast path, as for ranges: on an OFD that holds no whole-file lock
+    // and has no request at the kernel, one try without waiting under the
+    // mutex, which cannot drop anything when it fails.
+    if (desc->whole_inflight == 0 && desc->whole.mode() == RangeMode::kNone) {
+      if (::flock(desc->fd.get(), FlockOperation(mode) | LOCK_NB) == 0) {
+        desc->whole.Add(mode, +1);
+        desc->whole_lost = false;
+        return Status::Ok();
+      }
+      const int err = errno == EAGAIN ? EWOULDBLOCK : errno;
+      if (err != EWOULDBLOCK || deadline.is_immediate()) return Status::Error(err);
+    }
     // As for ranges: one whole-file request per OFD at the kernel at a time.
     const Status turn =
         WaitInProcess(&hold, deadline, [&] { return desc->whole_inflight > 0; });
@@ -579,8 +708,9 @@ bool Registry::WholeLost(const Description* desc) {
   return desc->whole_lost;
 }
 
-bool Registry::OnlyUser(const Description* desc) {
+bool Registry::OnlyUser(Description* desc) {
   std::lock_guard<std::mutex> hold(mutex_);
+  Index(desc);
   auto it = inodes_.find(desc->inode);
   return desc->refs == 1 &&
          (it == inodes_.end() || it->second.descriptions.size() == 1);

@@ -28,7 +28,7 @@
 //
 // Thread-safe: every member function takes the registry's mutex itself
 // (callers never hold it); the mutex is never held while a call waits for
-// the kernel.
+// the kernel (a request that cannot wait, F_OFD_SETLK, may be made under it).
 #ifndef FILE_LOCKER_SRC_REGISTRY_H_
 #define FILE_LOCKER_SRC_REGISTRY_H_
 
@@ -72,6 +72,7 @@ struct Description {
   bool adopted = false;    // shares its OFD with a descriptor not ours
   bool inherited = false;  // copied by fork(): holds nothing here
   bool whole_lost = false;  // flock(2) dropped the whole-file lock (see TakeWhole)
+  bool indexed = true;     // inode known and listed in the registry's inodes_
   int refs = 0;            // Locks pointing here
   RangeTable ranges;       // range holds, including requests at the kernel
   RangeTable pending;      // just the requests still at the kernel
@@ -99,6 +100,9 @@ class Registry final {
   // options.need_write).
   Status Open(const std::string& path, const PathOptions& options,
               const Deadline& deadline, Description** out);
+
+  // The inode desc's OFD is on (asked of the kernel once, if not yet known).
+  InodeKey FileOf(Description* desc);
 
   // Drops one reference; the last closes the descriptor -- or keeps it idle
   // when closing it would drop this process's classic locks on the inode.
@@ -143,7 +147,7 @@ class Registry final {
   bool WholeLost(const Description* desc);
 
   // Whether this process's holds on desc are its only ones on the inode.
-  bool OnlyUser(const Description* desc);
+  bool OnlyUser(Description* desc);
 
   // What would conflict with mode on [start, end) through fd right now,
   // with other processes or (classic) other owners here. Never blocks.
@@ -188,6 +192,7 @@ class Registry final {
   static void ChildAfterFork();
 
   Description* Match(int fd, const InodeKey& inode) const;
+  void Index(Description* desc);
   Description* NewDescription(UniqueFd fd, const InodeKey& inode, bool writable);
   void Close(UniqueFd fd, const InodeKey& inode, bool writable, bool reusable);
   bool ConflictsInProcess(const InodeKey& inode, const Description* except,
@@ -195,6 +200,10 @@ class Registry final {
   Status KernelConflict(int fd, RangeMode mode, Pos start, Pos end,
                         Conflict* out) const;
   void SyncKernel(Description* desc, Pos start, Pos end);
+  // TakeRange for a request that must wait: its turn among this process's
+  // requests on the bytes, then the kernel, without the mutex.
+  Status TakeRangeWaiting(Description* desc, RangeMode mode, Pos start, Pos end,
+                          const Deadline& deadline);
   RangeTable& KernelTable(Description* desc);
   RangeTable& PendingTable(Description* desc);
   template <typename Busy>
@@ -212,6 +221,10 @@ class Registry final {
   // Every Description with references, inherited ones included.
   std::map<const Description*, std::unique_ptr<Description>> descriptions_;
   unsigned long gives_ = 0;  // range holds given back, ever
+  // OFD locks: the one live Description adopted while no other was live,
+  // whose inode nobody has needed yet (so no fstat was paid for it). Match
+  // compares against it too; Index lists it in inodes_.
+  Description* unindexed_ = nullptr;
 };
 
 }  // namespace locker

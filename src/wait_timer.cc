@@ -7,6 +7,8 @@
 
 #include <mutex>
 
+#include "process.h"
+
 namespace locker {
 
 namespace {
@@ -58,6 +60,19 @@ void ChildAfterFork() {
 const bool g_fork_handlers_registered =
     ::pthread_atfork(PrepareFork, ParentAfterFork, ChildAfterFork) == 0;
 
+// The calling thread's kernel id, asked once per thread (and again in a
+// forked child, whose thread has a new one).
+pid_t ThreadId() {
+  thread_local pid_t tid = 0;
+  thread_local pid_t in_process = 0;
+  const pid_t pid = CurrentPid();
+  if (in_process != pid) {
+    tid = static_cast<pid_t>(::syscall(SYS_gettid));
+    in_process = pid;
+  }
+  return tid;
+}
+
 }  // namespace
 
 int TimerSignal() { return SIGRTMIN + 5; }
@@ -93,9 +108,9 @@ Status ThreadWaitTimer::Arm(const Deadline& deadline) {
   event.sigev_notify = SIGEV_THREAD_ID;
   event.sigev_signo = TimerSignal();
 #ifdef sigev_notify_thread_id
-  event.sigev_notify_thread_id = static_cast<pid_t>(::syscall(SYS_gettid));
+  event.sigev_notify_thread_id = ThreadId();
 #else
-  event._sigev_un._tid = static_cast<pid_t>(::syscall(SYS_gettid));
+  event._sigev_un._tid = ThreadId();
 #endif
   if (::timer_create(CLOCK_MONOTONIC, &event, &timer_) != 0) return Status::Error(errno);
   timer_created_ = true;

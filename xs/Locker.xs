@@ -27,13 +27,20 @@ extern "C" {
 #include "EXTERN.h"
 #include "perl.h"
 #include "XSUB.h"
+#include "perliol.h"
 }
 
-/* Per-interpreter cache: the guard class's stash, looked up once. */
+namespace {
+struct Guard;
+}
+
+/* Per-interpreter state: the guard class's stash, looked up once, and the
+ * guards this interpreter made that are still alive (for the exit hook). */
 #define MY_CXT_KEY "File::Locker::_guts" XS_VERSION
 typedef struct {
     HV *guard_stash;
-    AV *kept_handles; /* @File::Locker::_kept_handles */
+    AV *kept_handles;   /* @File::Locker::_kept_handles */
+    Guard *live_guards; /* a list through Guard::next / Guard::prev */
 } my_cxt_t;
 START_MY_CXT
 
@@ -247,6 +254,126 @@ until_not_interrupted(pTHX_ Call &&call)
     }
 }
 
+/* True when flushing fp would change nothing: a plain :unix stream with
+ * :perlio layers over it, none holding output to write or read-ahead input
+ * to discard. Any other layer (crlf, encoding, via, scalar) is flushed, as
+ * core always does. */
+bool
+nothing_buffered(PerlIO *fp)
+{
+    for (PerlIOl *layer = *fp; layer; layer = layer->next) {
+        if (layer->tab == &PerlIO_unix)
+            continue;
+        if (layer->tab != &PerlIO_perlio || (layer->flags & (PERLIO_F_WRBUF | PERLIO_F_RDBUF)))
+            return false;
+    }
+    return true;
+}
+
+/* flock(FH, OPERATION [, TIMEOUT]) for the XSUB and the custom op: 1 when
+ * locked or unlocked, 0 with errno set. timeout may be NULL (absent). */
+int
+flock_call(pTHX_ SV *fh, SV *operation, SV *timeout)
+{
+    /* In core's order: the handle is resolved (croaks), then the operation
+     * read (warns), then a handle without a stream reported (warns). */
+    const FlockTarget target = flock_target(aTHX_ fh);
+    const int op = flock_operation(aTHX_ operation);
+    int fd;
+    PerlIO *fp;
+    locker::Deadline deadline = locker::Deadline::Never();
+    const bool has_stream = flock_descriptor(aTHX_ target, &fd, &fp);
+    if (!has_stream || !flock_deadline(aTHX_ timeout, &deadline))
+        return 0;
+    if (fp && !nothing_buffered(fp))
+        (void)PerlIO_flush(fp);
+    for (;;) {
+        const locker::Status status = locker::Flock(fd, op, deadline);
+        if (status.ok())
+            return 1;
+        errno = status.err();
+        if (status.err() != EINTR)
+            return 0;
+        /* As in core, handlers run and an untimed wait ends with EINTR;
+         * a timed wait goes on with the time left. */
+        dispatch_signals(aTHX);
+        if (deadline.is_never())
+            return 0;
+    }
+}
+
+/* ---- flock as a custom op ---------------------------------------------
+ * A call of the imported flock whose sub is known at compile time becomes
+ * one op over its 2 or 3 arguments (op_private says how many), so no
+ * entersub is paid. &flock, goto &flock and method calls still reach the
+ * XSUB. The op describes itself as "flock", so warnings read as core's. */
+
+XOP flock_xop;
+
+OP *
+pp_locker_flock(pTHX)
+{
+    dSP;
+    SV *const timeout = PL_op->op_private == 3 ? POPs : NULL;
+    SV *const operation = POPs;
+    SV *const fh = POPs;
+    PUTBACK;
+    const int result = flock_call(aTHX_ fh, operation, timeout);
+    SPAGAIN;
+    dTARGET;
+    PUSHi(result);
+    PUTBACK;
+    return NORMAL;
+}
+
+/* True for a call through CORE::GLOBAL::flock (cvop: the entersub's last
+ * kid, which names the sub), which stays a sub call as an override of a
+ * builtin is expected to. */
+bool
+is_global_override(pTHX_ OP *cvop)
+{
+    if (cvop->op_type == OP_NULL && (cvop->op_flags & OPf_KIDS))
+        cvop = cUNOPx(cvop)->op_first; /* ex-rv2cv */
+    if (cvop->op_type != OP_GV)
+        return false;
+    GV *const gv = cGVOPx_gv(cvop);
+    HV *const stash = gv && isGV_with_GP(gv) ? GvSTASH(gv) : NULL;
+    const char *const name = stash ? HvNAME_get(stash) : NULL;
+    return name && strEQ(name, "CORE::GLOBAL");
+}
+
+/* Call checker: the prototype's checks and contexts first, as for any call
+ * (they croak at compile time as before), then the arguments move under
+ * the custom op. */
+OP *
+flock_call_checker(pTHX_ OP *entersub, GV *namegv, SV *protosv)
+{
+    entersub = ck_entersub_args_proto_or_list(entersub, namegv, protosv);
+    OP *parent = entersub;
+    OP *pushmark = cUNOPx(entersub)->op_first;
+    if (!OpHAS_SIBLING(pushmark)) { /* the arguments sit in an ex-list */
+        parent = pushmark;
+        pushmark = cUNOPx(pushmark)->op_first;
+    }
+    int count = 0;
+    OP *cvop = OpSIBLING(pushmark);
+    for (; cvop && OpHAS_SIBLING(cvop); cvop = OpSIBLING(cvop))
+        ++count; /* the last kid is the sub itself, not an argument */
+    if (count < 2 || count > 3 || !cvop || is_global_override(aTHX_ cvop))
+        return entersub;
+    OP *args[3];
+    for (int i = 0; i < count; ++i)
+        args[i] = op_sibling_splice(parent, pushmark, 1, NULL);
+    OP *flockop = newLISTOP(OP_CUSTOM, 0, args[0], args[1]);
+    if (count == 3)
+        flockop = op_append_elem(OP_CUSTOM, flockop, args[2]);
+    flockop->op_ppaddr = pp_locker_flock;
+    flockop->op_private = (U8)count;
+    flockop->op_targ = pad_alloc(OP_CUSTOM, SVs_PADTMP);
+    op_free(entersub);
+    return flockop;
+}
+
 /* ---- guards ---------------------------------------------------------- */
 
 const char kGuardClass[] = "File::Locker::Guard";
@@ -261,6 +388,7 @@ struct Guard final {
     bool borrowed = false;            /* locked through the user's handle */
     bool path_utf8 = false;           /* PATH was a character string */
     IV offset = 0, length = 0;        /* as given, for a range */
+    Guard *prev = nullptr, *next = nullptr; /* MY_CXT.live_guards */
 };
 
 bool
@@ -526,7 +654,18 @@ guard_free(pTHX_ SV *sv, MAGIC *mg)
         return 0; /* a copy's magic, or freed already: owns nothing */
     std::unique_ptr<Guard> guard((Guard *)mg->mg_ptr);
     mg->mg_ptr = NULL;
-    const locker::InodeKey inode = guard->lock.inode();
+    dMY_CXT;
+    if (guard->owner == aTHX) { /* on this interpreter's list */
+        if (guard->prev)
+            guard->prev->next = guard->next;
+        else
+            MY_CXT.live_guards = guard->next;
+        if (guard->next)
+            guard->next->prev = guard->prev;
+    }
+    /* Classic locks only: with OFD locks no close can drop another lock. */
+    const locker::InodeKey inode =
+        locker::UsingOfdLocks() ? locker::InodeKey() : guard->lock.inode();
     SV *const handle = guard->handle;
     /* A handle fh() made shares the lock's description. If the caller
      * still has it, the description must never serve as a fresh one again;
@@ -540,7 +679,6 @@ guard_free(pTHX_ SV *sv, MAGIC *mg)
     guard_release(aTHX_ guard.get());
     const bool keep = handle && !guard->borrowed && locker::ClassicLocksHeld(inode);
     guard.reset();
-    dMY_CXT;
     AV *const kept = MY_CXT.kept_handles;
     if (keep) {
         AV *const entry = newAV();
@@ -562,6 +700,10 @@ new_guard_object(pTHX_ std::unique_ptr<Guard> guard)
     dMY_CXT;
     SV *const object = newSV_type(SVt_PVMG);
     guard->self = object;
+    guard->next = MY_CXT.live_guards;
+    if (guard->next)
+        guard->next->prev = guard.get();
+    MY_CXT.live_guards = guard.get();
     (void)sv_magicext(object, object, PERL_MAGIC_ext, &guard_vtbl, (const char *)guard.release(), 0);
     SV *const rv = sv_2mortal(newRV_noinc(object));
     (void)sv_bless(rv, MY_CXT.guard_stash);
@@ -728,8 +870,11 @@ waiter_lookup(pTHX_ SV *self)
     if (!SvOBJECT(referent) || SvTYPE(referent) < SVt_PVMG)
         return NULL;
     MAGIC *const mg = mg_findext(referent, PERL_MAGIC_ext, &waiter_vtbl);
-    AsyncWait *const wait = mg ? (AsyncWait *)mg->mg_ptr : NULL;
-    return wait && wait->self == referent ? wait : NULL;
+    /* As for guards: mg_obj tells a copy's magic apart untouched. */
+    if (!mg || mg->mg_obj != referent || !mg->mg_ptr)
+        return NULL;
+    AsyncWait *const wait = (AsyncWait *)mg->mg_ptr;
+    return wait->self == referent ? wait : NULL;
 }
 
 AsyncWait *
@@ -755,11 +900,9 @@ waiter_is_ours(pTHX_ const AsyncWait *wait)
 int
 waiter_free(pTHX_ SV *sv, MAGIC *mg)
 {
+    if (mg->mg_obj != sv || !mg->mg_ptr)
+        return 0; /* a copy's magic, or freed already: owns nothing */
     std::unique_ptr<AsyncWait> wait((AsyncWait *)mg->mg_ptr);
-    if (!wait || wait->self != sv) {
-        (void)wait.release(); /* a copy's magic: owns nothing */
-        return 0;
-    }
     mg->mg_ptr = NULL;
     if (wait->owner != aTHX && wait->waiter->InOwnerProcess())
         (void)wait->waiter.release(); /* another ithread's wait */
@@ -776,7 +919,7 @@ new_waiter_object(pTHX_ std::unique_ptr<AsyncWait> wait)
 {
     SV *const object = newSV_type(SVt_PVMG);
     wait->self = object;
-    (void)sv_magicext(object, NULL, PERL_MAGIC_ext, &waiter_vtbl, (const char *)wait.release(), 0);
+    (void)sv_magicext(object, object, PERL_MAGIC_ext, &waiter_vtbl, (const char *)wait.release(), 0);
     SV *const rv = sv_2mortal(newRV_noinc(object));
     (void)sv_bless(rv, gv_stashpvs("File::Locker::Waiter", GV_ADD));
     return rv;
@@ -866,6 +1009,18 @@ waiter_guard(pTHX_ AsyncWait *wait)
     return NULL;
 }
 
+/* Runs at interpreter exit, after Perl has freed every object it could:
+ * releases the locks of guards that are never freed (kept alive by a
+ * reference cycle), as their release would have. Guards free themselves
+ * through their magic; there is no DESTROY method to call. */
+void
+release_leftover_guards(pTHX_ void *)
+{
+    dMY_CXT;
+    for (Guard *guard = MY_CXT.live_guards; guard; guard = guard->next)
+        guard_release(aTHX_ guard);
+}
+
 }  // namespace
 
 MODULE = File::Locker    PACKAGE = File::Locker
@@ -877,6 +1032,14 @@ BOOT:
     MY_CXT_INIT;
     MY_CXT.guard_stash = gv_stashpvs("File::Locker::Guard", GV_ADD);
     MY_CXT.kept_handles = get_av("File::Locker::_kept_handles", GV_ADD);
+    MY_CXT.live_guards = NULL;
+    perl_atexit(release_leftover_guards, NULL);
+    XopENTRY_set(&flock_xop, xop_name, "locker_flock");
+    XopENTRY_set(&flock_xop, xop_desc, "flock");
+    XopENTRY_set(&flock_xop, xop_class, OA_LISTOP);
+    Perl_custom_op_register(aTHX_ pp_locker_flock, &flock_xop);
+    CV *const flock_cv = get_cv("File::Locker::flock", 0);
+    cv_set_call_checker(flock_cv, flock_call_checker, (SV *)flock_cv);
 }
 
 void
@@ -885,6 +1048,8 @@ CLONE(...)
     MY_CXT_CLONE;
     MY_CXT.guard_stash = gv_stashpvs("File::Locker::Guard", GV_ADD);
     MY_CXT.kept_handles = get_av("File::Locker::_kept_handles", GV_ADD);
+    MY_CXT.live_guards = NULL; /* the new thread has no guards (CLONE_SKIP) */
+    perl_atexit(release_leftover_guards, NULL);
     PERL_UNUSED_VAR(items);
     XSRETURN_EMPTY;
 
@@ -894,36 +1059,8 @@ flock(fh, operation, timeout = NULL)
     SV *operation
     SV *timeout
   PROTOTYPE: *$;$
-  PREINIT:
-    PerlIO *fp;
-    locker::Deadline deadline = locker::Deadline::Never();
   CODE:
-    /* In core's order: the handle is resolved (croaks), then the operation
-     * read (warns), then a handle without a stream reported (warns). */
-    const FlockTarget target = flock_target(aTHX_ fh);
-    const int op = flock_operation(aTHX_ operation);
-    int fd;
-    const bool has_stream = flock_descriptor(aTHX_ target, &fd, &fp);
-    RETVAL = 0;
-    if (has_stream && flock_deadline(aTHX_ timeout, &deadline)) {
-        if (fp)
-            (void)PerlIO_flush(fp);
-        for (;;) {
-            const locker::Status status = locker::Flock(fd, op, deadline);
-            if (status.ok()) {
-                RETVAL = 1;
-                break;
-            }
-            errno = status.err();
-            if (status.err() != EINTR)
-                break;
-            /* As in core, handlers run and an untimed wait ends with EINTR;
-             * a timed wait goes on with the time left. */
-            dispatch_signals(aTHX);
-            if (deadline.is_never())
-                break;
-        }
-    }
+    RETVAL = flock_call(aTHX_ fh, operation, timeout);
   OUTPUT:
     RETVAL
 
@@ -1232,16 +1369,6 @@ _leave_locked(self)
     guard->lock.Abandon();
     XSRETURN_EMPTY;
 
-void
-DESTROY(self)
-    SV *self
-  PPCODE:
-    /* Releases at once; the magic's free hook would do it when the object
-     * is freed, which global destruction may never get to. */
-    if (guard_lookup(aTHX_ self))
-        (void)guard_free(aTHX_ SvRV(self),
-                         mg_findext(SvRV(self), PERL_MAGIC_ext, &guard_vtbl));
-    XSRETURN_EMPTY;
 
 MODULE = File::Locker    PACKAGE = File::Locker::Waiter
 

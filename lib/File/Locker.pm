@@ -30,7 +30,7 @@ XSLoader::load('File::Locker', $VERSION);
 package File::Locker::Guard;
 
 # A new ithread gets no copy of a guard: the lock stays with the thread that
-# took it, and the new thread's DESTROY can never release it.
+# took it, and nothing in the new thread can ever release it.
 sub CLONE_SKIP { 1 }
 
 # A lock belongs to the guard that took it: no copy may exist. Storable asks

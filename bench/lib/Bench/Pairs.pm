@@ -10,6 +10,7 @@ use Exporter 'import';
 use Fcntl qw(:flock O_RDWR SEEK_SET);
 use File::Locker qw(lock_file lock_range);
 
+use Bench::CPairs qw(c_pair);
 use Bench::Peers qw(have_peer);
 use Bench::Util qw(median paired_ratio time_batches format_table fmt_ratio fmt_time scaled);
 
@@ -22,6 +23,12 @@ sub _open_rw {
     my ($path) = @_;
     open(my $fh, '+<', $path) or die "open $path: $!\n";
     return $fh;
+}
+
+sub _dir_of {
+    my ($path) = @_;
+    (my $dir = $path) =~ s{/[^/]*\z}{};
+    return length $dir ? $dir : '.';
 }
 
 sub _measure {
@@ -66,6 +73,14 @@ sub whole_file_pairs {
             $guard->release;
         }
     });
+    $add->('lock_file($fh) + scope exit' => sub {
+        for (1 .. $_[0]) {
+            my $guard = lock_file($fh, LOCK_EX) or die "lock_file: $!\n";
+        }
+    });
+    if (my $c = c_pair(_dir_of($path), $path, 'flock')) {
+        $add->('C flock(2) pair (cc)' => $c);
+    }
     if (have_peer('IO::LockedFile')) {
         my $lf = IO::LockedFile->new({ lock => 0 }, ">>$path") or die "IO::LockedFile: $!\n";
         $add->('IO::LockedFile ->lock + ->unlock' => sub {
@@ -169,9 +184,18 @@ sub range_pairs {
             $guard->release;
         }
     });
+    $add->('lock_range($fh) + scope exit' => sub {
+        for (1 .. $_[0]) {
+            my $guard = lock_range($fh, LOCK_EX, $offset, $length) or die "lock_range: $!\n";
+        }
+    });
     my @classes = fcntllock_classes();
     $add->("$_ F_SETLK pair" => fcntllock_pair($_, $fh, $offset, $length)) for @classes;
     my $baseline = @classes && $classes[0] eq 'File::FcntlLock' ? 'File::FcntlLock F_SETLK pair' : undef;
+    if (my $c = c_pair(_dir_of($path), $path, 'ofd', $offset, $length)) {
+        $add->('C F_OFD_SETLK pair (cc)' => $c);
+        $baseline = 'C F_OFD_SETLK pair (cc)';
+    }
     return _measure(\%bench, \@order, $baseline);
 }
 

@@ -33,6 +33,7 @@ sub startup_variants {
         [ 'flock -n FILE true', [ $flock, '-n', $lock_file, 'true' ] ],
         [ 'locker -n FILE true', [ $^X, "-I$inst", $locker_script, '-n', $lock_file, 'true' ] ],
         [ 'perl -e1 (for scale)', [ $^X, '-e1' ] ],
+        [ 'perl -MFcntl -e1', [ $^X, '-MFcntl', '-e1' ] ],
         [ 'perl -MFile::Locker -e1', [ $^X, "-I$inst", '-MFile::Locker', '-e1' ] ],
     ]);
 }

@@ -1,0 +1,95 @@
+package Bench::CPairs;
+
+# The C baselines: a flock(2) pair and an F_OFD_SETLK pair, compiled at
+# bench time with cc and run as a co-process, so their batches take part
+# in the same interleaved rounds as the Perl loops. A batch is one request
+# over a pipe ("N\n" -> "done\n"); with batches sized to tens of
+# milliseconds the round trip is lost in the noise.
+
+use strict;
+use warnings;
+
+use Exporter 'import';
+use IPC::Open2 qw(open2);
+
+our @EXPORT_OK = qw(c_pair);
+
+my $SOURCE = <<'C';
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+
+static int ofd_pair(int fd, off_t start, off_t len) {
+  struct flock fl;
+  memset(&fl, 0, sizeof fl);
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = start;
+  fl.l_len = len;
+  if (fcntl(fd, F_OFD_SETLK, &fl) != 0) return -1;
+  fl.l_type = F_UNLCK;
+  return fcntl(fd, F_OFD_SETLK, &fl);
+}
+
+/* pairs PATH flock|ofd [START LEN]: reads a count per line, runs that many
+ * pairs, answers "done". */
+int main(int argc, char **argv) {
+  if (argc < 3) return 64;
+  const int fd = open(argv[1], O_RDWR);
+  if (fd < 0) return 66;
+  const int ofd = strcmp(argv[2], "ofd") == 0;
+  const off_t start = argc > 3 ? atoll(argv[3]) : 0;
+  const off_t len = argc > 4 ? atoll(argv[4]) : 0;
+  char line[64];
+  setvbuf(stdout, NULL, _IOLBF, 0);
+  while (fgets(line, sizeof line, stdin)) {
+    const long n = atol(line);
+    for (long i = 0; i < n; i++) {
+      const int rc = ofd ? ofd_pair(fd, start, len)
+                         : (flock(fd, LOCK_EX) || flock(fd, LOCK_UN));
+      if (rc != 0) {
+        perror("pair");
+        return 1;
+      }
+    }
+    printf("done\n");
+  }
+  return 0;
+}
+C
+
+my %compiled;
+
+# Compiles the program into DIR once; returns its path, or undef without cc.
+sub _program {
+    my ($dir) = @_;
+    return $compiled{$dir} if exists $compiled{$dir};
+    my $src = "$dir/c_pairs.c";
+    open(my $fh, '>', $src) or return $compiled{$dir} = undef;
+    print {$fh} $SOURCE;
+    close $fh or return $compiled{$dir} = undef;
+    my $ok = !system('cc', '-O2', '-o', "$dir/c_pairs", $src);
+    return $compiled{$dir} = $ok ? "$dir/c_pairs" : undef;
+}
+
+# A bench code ref (called with a count) running that many C pairs on PATH:
+# KIND 'flock', or 'ofd' with START and LEN. Undef where cc is missing.
+sub c_pair {
+    my ($dir, $path, $kind, @range) = @_;
+    my $program = _program($dir) or return;
+    my $pid = open2(my $from, my $to, $program, $path, $kind, @range);
+    my $keep = [ $pid, $from, $to ];    # the co-process lives as long as the code ref
+    return sub {
+        my ($n) = @_;
+        my (undef, $out, $in) = @$keep;
+        print {$in} "$n\n";
+        $in->flush;
+        my $reply = <$out>;
+        die "C $kind pairs failed\n" unless defined $reply && $reply eq "done\n";
+    };
+}
+
+1;
