@@ -27,32 +27,47 @@ $EXPORT_TAGS{all} = [@EXPORT_OK];
 require XSLoader;
 XSLoader::load('File::Locker', $VERSION);
 
+# Guards and waiters own what they stand for, so they refuse to be copied:
+# Storable asks these hooks before it copies anything (freeze, nfreeze,
+# dclone).
+sub _refuse_copies {
+    my ($class, $why) = @_;
+    my $refuse = sub {
+        require Carp;
+        Carp::croak("$class objects cannot be frozen or cloned: $why");
+    };
+    no strict 'refs';
+    *{"${class}::STORABLE_freeze"} = *{"${class}::STORABLE_attach"} = $refuse;
+    return;
+}
+
+# The handle an XS accessor gives for OBJECT; its croak (a wrong invocant)
+# is reported at the caller of the method, as a method's own croak is.
+our @CARP_NOT = qw(File::Locker::Guard File::Locker::Waiter);
+sub _handle_of {
+    my ($accessor, $object) = @_;
+    my $fh = eval { $accessor->($object) };
+    if (!defined $fh && $@) {
+        (my $message = $@) =~ s/ at \S+ line \d+\.\n\z//;
+        require Carp;
+        Carp::croak($message);
+    }
+    return $fh;
+}
+
 package File::Locker::Guard;
 
 # A new ithread gets no copy of a guard: the lock stays with the thread that
 # took it, and nothing in the new thread can ever release it.
 sub CLONE_SKIP { 1 }
 
-# A lock belongs to the guard that took it: no copy may exist. Storable asks
-# these hooks before it copies anything (freeze, nfreeze, dclone).
-sub STORABLE_freeze {
-    require Carp;
-    Carp::croak('File::Locker::Guard objects cannot be frozen or cloned: '
-          . 'a lock belongs to the guard that took it');
-}
-*STORABLE_attach = \&STORABLE_freeze;
+File::Locker::_refuse_copies(__PACKAGE__, 'a lock belongs to the guard that took it');
 
 # The locked handle, for I/O under the lock. A guard on a PATH makes one on
 # first use: a duplicate of the locked descriptor, so it shares the lock.
 sub fh {
     my ($self) = @_;
-    # A function call, so a wrong invocant croaks -- reported at our caller.
-    my $fh = eval { _handle($self) };
-    if (!defined $fh && $@) {
-        (my $message = $@) =~ s/ at \S+ line \d+\.\n\z//;
-        require Carp;
-        Carp::croak($message);
-    }
+    my $fh = File::Locker::_handle_of(\&_handle, $self);
     return $fh if $fh;
     my ($fd, $writable, $kept) = _descriptor($self);
     return unless defined $fd;    # released
@@ -66,23 +81,13 @@ package File::Locker::Waiter;
 # As for guards: a new ithread gets no copy, and no copy can be made.
 sub CLONE_SKIP { 1 }
 
-sub STORABLE_freeze {
-    require Carp;
-    Carp::croak('File::Locker::Waiter objects cannot be frozen or cloned: '
-          . 'a wait belongs to the process and thread that started it');
-}
-*STORABLE_attach = \&STORABLE_freeze;
+File::Locker::_refuse_copies(__PACKAGE__, 'a wait belongs to the process and thread that started it');
 
 # A read handle that becomes readable when the wait ends: a duplicate of the
 # engine's descriptor, made on first use and kept with the waiter.
 sub fh {
     my ($self) = @_;
-    my $fh = eval { _handle($self) };
-    if (!defined $fh && $@) {
-        (my $message = $@) =~ s/ at \S+ line \d+\.\n\z//;
-        require Carp;
-        Carp::croak($message);
-    }
+    my $fh = File::Locker::_handle_of(\&_handle, $self);
     return $fh if $fh;
     open($fh, '<&', _descriptor($self)) or return;
     _set_handle($self, $fh);
