@@ -14,7 +14,7 @@ use POSIX ();
 use Time::HiRes ();
 use lib 't/lib';
 use LockerTest qw(spawn fork_peer probe holder scratch_file fd_count now in_path
-  open_rw release_holder release_and_wait release_on_waiter);
+  open_rw release_holder release_and_wait release_on_waiter lock_holder);
 use File::Locker qw(:flock lock_file lock_range lock_file_async lock_range_async);
 
 my $SEED = $ENV{LOCKER_TEST_SEED} // (time ^ $$);
@@ -99,16 +99,10 @@ except OSError:
 # lock_range on its own handle until told "release".
 sub range_holder {
     my ($path, $mode, $offset, $length) = @_;
-    my $peer = spawn(sub {
-        my ($parent) = @_;
+    return lock_holder(sub {
         my $g = lock_range($path, $mode | LOCK_NB, $offset, $length) or die "lock_range: $!";
-        $parent->say('locked');
-        $parent->expect('release');
-        $g->release;
-        $parent->say('released');
+        return sub { $g->release };
     });
-    $peer->expect('locked');
-    return $peer;
 }
 
 # Signal dispositions and this thread's mask, as the kernel reports them.

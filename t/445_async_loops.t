@@ -11,7 +11,7 @@ use warnings;
 use Test::More;
 use Fcntl qw(:flock);
 use lib 't/lib';
-use LockerTest qw(probe holder scratch_file spawn release_holder);
+use LockerTest qw(probe holder scratch_file spawn release_holder lock_holder);
 use File::Locker qw(:flock lock_file_async lock_range_async);
 
 my $TICKS  = 5;       # timer ticks the loop must run while the wait is pending
@@ -124,16 +124,10 @@ sub require_module {
 # A child holding bytes [0, 100) of PATH with lock_range until told "release".
 sub range_holder {
     my ($path) = @_;
-    my $peer = spawn(sub {
-        my ($parent) = @_;
+    return lock_holder(sub {
         my $g = File::Locker::lock_range($path, LOCK_EX | LOCK_NB, 0, 100) or die "lock_range: $!";
-        $parent->say('locked');
-        $parent->expect('release');
-        $g->release;
-        $parent->say('released');
+        return sub { $g->release };
     });
-    $peer->expect('locked');
-    return $peer;
 }
 
 # Another process's answer, through the kernel, for byte 50 of PATH:
