@@ -709,10 +709,24 @@ the process's range locks on it.)
 Every lock request goes to the kernel, even when another guard of the same
 description already covers the bytes; File::Locker's records only decide
 what to ask for and what to give back. The description behind a handle is
-found by asking the kernel (kcmp(2)); where kcmp is unavailable, by asking
-the kernel's lock records whether the handle already holds the locks of a
-known description. Nothing recorded before a C<fork> counts for the
+found by asking the kernel (kcmp(2)); where kcmp is unavailable, by
+flipping the description's C<O_NONBLOCK> status flag, which belongs to the
+open file description, and reading it back through the handle (for regular
+files and directories only, where that flag changes nothing for anyone's
+I/O). Nothing recorded before a C<fork> counts for the
 child's own locks.
+
+=item *
+
+Requests through one open file description on overlapping bytes (with
+classic locks: through the whole process) go to the kernel one at a time,
+so a request decided before another was granted can never undo it. While
+one thread's request waits, another thread's request on the same bytes of
+the same description waits its turn in the process (signal handlers still
+run, and its timeout counts), and a C<LOCK_NB> or C<< timeout => 0 >> one
+fails at once with C<EWOULDBLOCK>. Releases and downgrades never wait.
+C<is_locked> asks the kernel (F</proc/self/fdinfo>) whether the guard's
+description still holds its bytes in its mode.
 
 =back
 
