@@ -113,6 +113,17 @@ void AddRun(RunList* runs, Pos from, Pos to, RangeMode mode) {
   }
 }
 
+// What to ask the kernel for a hold of mode on [start, end), given the
+// holds the kernel was granted (table): every byte, in the strongest mode
+// wanted there -- the record never stands in for the kernel's answer.
+RunList WantedRuns(const RangeTable& table, RangeMode mode, Pos start, Pos end) {
+  RunList runs;
+  table.Walk(start, end, [&](Pos a, Pos b, const Holds& holds) {
+    AddRun(&runs, a, b, std::max(holds.mode(), mode));
+  });
+  return runs;
+}
+
 Status InodeOf(int fd, InodeKey* key) {
   struct stat st;
   if (::fstat(fd, &st) != 0) return Status::Error(errno);
@@ -462,6 +473,23 @@ Status Registry::WaitInProcess(std::unique_lock<std::mutex>* hold,
 // flight. A request that would have to wait (for the kernel, for another
 // request on these bytes, or for another owner here) goes on in
 // TakeRangeWaiting, after the bytes it was granted are set back.
+// Requires mutex_. Whether another request of this process on bytes of
+// [start, end) of desc's OFD (classic: of the inode) is still at the kernel.
+bool Registry::InFlight(Description* desc, Pos start, Pos end) {
+  bool busy = false;
+  PendingTable(desc).Walk(start, end, [&](Pos, Pos, const Holds& flying) {
+    busy = busy || flying != Holds();
+  });
+  return busy;
+}
+
+// Requires mutex_. Sets the first `granted` runs back to what the record
+// wants, undoing a request that was refused after them.
+template <typename Runs>
+void Registry::SetBack(Description* desc, const Runs& runs, size_t granted) {
+  for (size_t i = 0; i < granted; ++i) SyncKernel(desc, runs[i].start, runs[i].end);
+}
+
 Status Registry::TakeRange(Description* desc, RangeMode mode, Pos start, Pos end,
                            const Deadline& deadline) {
   {
@@ -470,17 +498,8 @@ Status Registry::TakeRange(Description* desc, RangeMode mode, Pos start, Pos end
     const bool owner_here =
         !ofd_ && ConflictsInProcess(desc->inode, desc, mode, start, end, &conflict);
     if (owner_here && deadline.is_never()) return Status::Error(EDEADLK);
-    bool in_flight = false;
-    if (!owner_here) {
-      PendingTable(desc).Walk(start, end, [&](Pos, Pos, const Holds& flying) {
-        in_flight = in_flight || flying != Holds();
-      });
-    }
-    if (!owner_here && !in_flight) {
-      RunList runs;
-      KernelTable(desc).Walk(start, end, [&](Pos a, Pos b, const Holds& holds) {
-        AddRun(&runs, a, b, std::max(holds.mode(), mode));
-      });
+    if (!owner_here && !InFlight(desc, start, end)) {
+      const RunList runs = WantedRuns(KernelTable(desc), mode, start, end);
       Status status = Status::Ok();
       size_t granted = 0;
       for (const Run& run : runs) {
@@ -494,7 +513,7 @@ Status Registry::TakeRange(Description* desc, RangeMode mode, Pos start, Pos end
       }
       // The record is still what was granted before: setting the granted
       // runs back to it undoes this request exactly.
-      for (size_t i = 0; i < granted; ++i) SyncKernel(desc, runs[i].start, runs[i].end);
+      SetBack(desc, runs, granted);
       if (status.err() != EWOULDBLOCK || deadline.is_immediate()) return status;
     }
   }
@@ -521,21 +540,12 @@ Status Registry::TakeRangeWaiting(Description* desc, RangeMode mode, Pos start, 
     // granted would, granted after it, set the bytes to a mode decided
     // without it -- a shared grant landing on bytes just made exclusive
     // would lower them under the exclusive guard.
-    const RangeTable& in_flight = PendingTable(desc);
-    const Status turn = WaitInProcess(&hold, deadline, [&] {
-      bool busy = false;
-      in_flight.Walk(start, end, [&](Pos, Pos, const Holds& flying) {
-        busy = busy || flying != Holds();
-      });
-      return busy || conflicts();
-    });
+    const Status turn = WaitInProcess(
+        &hold, deadline, [&] { return InFlight(desc, start, end) || conflicts(); });
     if (!turn.ok()) return turn;
-    // Every byte goes to the kernel, in the strongest mode wanted there
-    // (no other request on these bytes is in flight now, so the record is
-    // what was granted): the record never stands in for the kernel's answer.
-    KernelTable(desc).Walk(start, end, [&](Pos a, Pos b, const Holds& holds) {
-      AddRun(&runs, a, b, std::max(holds.mode(), mode));
-    });
+    // No other request on these bytes is in flight now, so the record is
+    // what was granted.
+    runs = WantedRuns(KernelTable(desc), mode, start, end);
     Record(desc, mode, start, end, +1);
     PendingTable(desc).Add(start, end, mode, +1);
     gives_before = gives_;
@@ -562,7 +572,7 @@ Status Registry::TakeRangeWaiting(Description* desc, RangeMode mode, Pos start, 
     if (gives_ != gives_before) {
       SyncKernel(desc, start, end);
     } else {
-      for (size_t i = 0; i < granted; ++i) SyncKernel(desc, runs[i].start, runs[i].end);
+      SetBack(desc, runs, granted);
     }
   } else if (gives_ != gives_before) {
     // A hold given back meanwhile may have lowered bytes this request

@@ -209,6 +209,9 @@ class Registry final {
   template <typename Busy>
   Status WaitInProcess(std::unique_lock<std::mutex>* hold, const Deadline& deadline,
                        Busy&& busy);
+  bool InFlight(Description* desc, Pos start, Pos end);
+  template <typename Runs>
+  void SetBack(Description* desc, const Runs& runs, size_t granted);
   void Lower(Description* desc, RangeMode mode, Pos start, Pos end);
   void LowerWhole(Description* desc, RangeMode mode);
   void Record(Description* desc, RangeMode mode, Pos start, Pos end, int delta);

@@ -1068,16 +1068,20 @@ void
 lock_file(target, mode, ...)
     SV *target
     SV *mode
+  ALIAS:
+    lock_file_async = 1
   PPCODE:
-    const int lock = lock_mode(aTHX_ mode, "lock_file");
+    /* LOCK_NB in MODE makes the engine's deadline immediate, opening
+     * PATH included. */
+    const char *const func = ix ? "lock_file_async" : "lock_file";
+    const int lock = lock_mode(aTHX_ mode, func);
     LockOptions options;
-    lock_options(aTHX_ &ST(2), items - 2, "lock_file", &options);
-    if (lock & LOCK_NB) /* one try, opening PATH included */
-        options.deadline = locker::Deadline::Now();
+    lock_options(aTHX_ &ST(2), items - 2, func, &options);
     if (!is_handle(aTHX_ target))
-        (void)path_argument(aTHX_ target, "lock_file"); /* croak before locking */
-    SV *const guard = take_lock(aTHX_ target, lock, ByteRange(), options, "lock_file");
-    ST(0) = guard ? guard : &PL_sv_undef;
+        (void)path_argument(aTHX_ target, func); /* croak before locking */
+    SV *const result = ix ? start_wait(aTHX_ target, lock, ByteRange(), options, func)
+                          : take_lock(aTHX_ target, lock, ByteRange(), options, func);
+    ST(0) = result ? result : &PL_sv_undef;
     XSRETURN(1);
 
 void
@@ -1086,15 +1090,19 @@ lock_range(target, mode, offset, length, ...)
     SV *mode
     SV *offset
     SV *length
+  ALIAS:
+    lock_range_async = 1
   PPCODE:
-    const int lock = lock_mode(aTHX_ mode, "lock_range");
-    const ByteRange range = range_arguments(aTHX_ offset, length, "lock_range");
+    const char *const func = ix ? "lock_range_async" : "lock_range";
+    const int lock = lock_mode(aTHX_ mode, func);
+    const ByteRange range = range_arguments(aTHX_ offset, length, func);
     LockOptions options;
-    lock_options(aTHX_ &ST(4), items - 4, "lock_range", &options);
+    lock_options(aTHX_ &ST(4), items - 4, func, &options);
     if (!is_handle(aTHX_ target))
-        (void)path_argument(aTHX_ target, "lock_range");
-    SV *const guard = take_lock(aTHX_ target, lock, range, options, "lock_range");
-    ST(0) = guard ? guard : &PL_sv_undef;
+        (void)path_argument(aTHX_ target, func);
+    SV *const result = ix ? start_wait(aTHX_ target, lock, range, options, func)
+                          : take_lock(aTHX_ target, lock, range, options, func);
+    ST(0) = result ? result : &PL_sv_undef;
     XSRETURN(1);
 
 void
@@ -1193,37 +1201,6 @@ lock_holders(target, ...)
         mPUSHs(newRV_noinc((SV *)hv));
     }
     XSRETURN((IV)holders.size());
-
-void
-lock_file_async(target, mode, ...)
-    SV *target
-    SV *mode
-  PPCODE:
-    const int lock = lock_mode(aTHX_ mode, "lock_file_async");
-    LockOptions options;
-    lock_options(aTHX_ &ST(2), items - 2, "lock_file_async", &options);
-    if (!is_handle(aTHX_ target))
-        (void)path_argument(aTHX_ target, "lock_file_async");
-    SV *const wait = start_wait(aTHX_ target, lock, ByteRange(), options, "lock_file_async");
-    ST(0) = wait ? wait : &PL_sv_undef;
-    XSRETURN(1);
-
-void
-lock_range_async(target, mode, offset, length, ...)
-    SV *target
-    SV *mode
-    SV *offset
-    SV *length
-  PPCODE:
-    const int lock = lock_mode(aTHX_ mode, "lock_range_async");
-    const ByteRange range = range_arguments(aTHX_ offset, length, "lock_range_async");
-    LockOptions options;
-    lock_options(aTHX_ &ST(4), items - 4, "lock_range_async", &options);
-    if (!is_handle(aTHX_ target))
-        (void)path_argument(aTHX_ target, "lock_range_async");
-    SV *const wait = start_wait(aTHX_ target, lock, range, options, "lock_range_async");
-    ST(0) = wait ? wait : &PL_sv_undef;
-    XSRETURN(1);
 
 void
 _using_ofd_locks()
