@@ -60,18 +60,48 @@ void ChildAfterFork() {
 const bool g_fork_handlers_registered =
     ::pthread_atfork(PrepareFork, ParentAfterFork, ChildAfterFork) == 0;
 
-// The calling thread's kernel id, asked once per thread (and again in a
-// forked child, whose thread has a new one).
-pid_t ThreadId() {
-  thread_local pid_t tid = 0;
-  thread_local pid_t in_process = 0;
-  const pid_t pid = CurrentPid();
-  if (in_process != pid) {
-    tid = static_cast<pid_t>(::syscall(SYS_gettid));
-    in_process = pid;
+// The thread's POSIX timer, created by its first timed wait that has to
+// block and kept, disarmed, until the thread ends. Arming and disarming a
+// kept timer costs about half of creating and deleting one per wait, and
+// the disarm is on the path between the grant and the caller. Timers are not
+// inherited by fork: a child's thread makes its own and never touches the
+// parent's id, which may name a timer of the child's.
+class ResidentTimer final {
+ public:
+  ResidentTimer() = default;
+  ResidentTimer(const ResidentTimer&) = delete;
+  ResidentTimer& operator=(const ResidentTimer&) = delete;
+  ~ResidentTimer() {
+    if (ours()) ::timer_delete(id_);
   }
-  return tid;
-}
+
+  // The timer, created for the calling thread if need be; fails with the
+  // errno of timer_create (EAGAIN when no queued signal is left).
+  Status Get(timer_t* id) {
+    if (!ours()) {
+      sigevent event{};
+      event.sigev_notify = SIGEV_THREAD_ID;
+      event.sigev_signo = TimerSignal();
+#ifdef sigev_notify_thread_id
+      event.sigev_notify_thread_id = static_cast<pid_t>(::syscall(SYS_gettid));
+#else
+      event._sigev_un._tid = static_cast<pid_t>(::syscall(SYS_gettid));
+#endif
+      if (::timer_create(CLOCK_MONOTONIC, &event, &id_) != 0) return Status::Error(errno);
+      pid_ = CurrentPid();
+    }
+    *id = id_;
+    return Status::Ok();
+  }
+
+ private:
+  bool ours() const { return pid_ != 0 && pid_ == CurrentPid(); }
+
+  pid_t pid_ = 0;  // the process that created id_; 0 before that
+  timer_t id_{};
+};
+
+thread_local ResidentTimer t_timer;
 
 }  // namespace
 
@@ -104,30 +134,26 @@ Status ThreadWaitTimer::Arm(const Deadline& deadline) {
   if (err != 0) return Status::Error(err);
   unblocked_ = sigismember(&old, TimerSignal()) == 1;
 
-  sigevent event{};
-  event.sigev_notify = SIGEV_THREAD_ID;
-  event.sigev_signo = TimerSignal();
-#ifdef sigev_notify_thread_id
-  event.sigev_notify_thread_id = ThreadId();
-#else
-  event._sigev_un._tid = ThreadId();
-#endif
-  if (::timer_create(CLOCK_MONOTONIC, &event, &timer_) != 0) return Status::Error(errno);
-  timer_created_ = true;
+  const Status timer = t_timer.Get(&timer_);
+  if (!timer.ok()) return timer;
 
   itimerspec spec{};
   spec.it_value = deadline.when();
   spec.it_interval.tv_nsec = kRefireNanos;
   if (::timer_settime(timer_, TIMER_ABSTIME, &spec, nullptr) != 0) return Status::Error(errno);
+  armed_ = true;
   return Status::Ok();
 }
 
 ThreadWaitTimer::~ThreadWaitTimer() {
   const int saved_errno = errno;
-  // Deleting the timer first means no further signal can be generated; one
+  // Disarming the timer first means no further signal can be generated; one
   // already generated was delivered to the no-op handler on the way back
   // from the kernel, because the signal is unblocked in this thread.
-  if (timer_created_) ::timer_delete(timer_);
+  if (armed_) {
+    const itimerspec disarmed{};
+    ::timer_settime(timer_, 0, &disarmed, nullptr);
+  }
   if (unblocked_) {
     sigset_t set;
     sigemptyset(&set);

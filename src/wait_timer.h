@@ -16,7 +16,7 @@
 // of the signal that the caller had blocked and left pending is raised again
 // once the mask is back, so it stays pending.
 //
-// When the timer cannot be armed (timer_create needs a queued-signal slot,
+// When the timer cannot be created (timer_create needs a queued-signal slot,
 // which RLIMIT_SIGPENDING may deny), the wait is not started at all: it fails
 // at once with kCannotArmErrno rather than block without a bound or answer
 // "busy" without having waited.
@@ -52,8 +52,11 @@ class TimerSignalHold final {
   Status status_ = Status::Ok();
 };
 
-// Arms a thread-directed timer for one blocking call. Scoped: the destructor
-// disarms it and puts the signal disposition and mask back. One instance
+// Arms the calling thread's timer for one blocking call. Scoped: the
+// destructor disarms it and puts the signal disposition and mask back. The
+// timer itself is created by the thread's first such call and kept until the
+// thread ends, so a thread that ever waited with a bound holds one POSIX
+// timer (and one of its RLIMIT_SIGPENDING slots). One instance
 // belongs to the thread that created it; distinct threads may each hold one.
 class ThreadWaitTimer final {
  public:
@@ -63,15 +66,16 @@ class ThreadWaitTimer final {
   ~ThreadWaitTimer();
 
   // Starts the timer for deadline (requires !deadline.is_never()). Does not
-  // block. Fails with the errno of timer_create/timer_settime/sigaction.
+  // block. Fails with the errno of timer_create (the thread's first arm
+  // only), timer_settime or sigaction.
   Status Arm(const Deadline& deadline);
 
  private:
   bool handler_held_ = false;
   bool unblocked_ = false;
   bool reraise_ = false;
-  bool timer_created_ = false;
-  timer_t timer_{};
+  bool armed_ = false;
+  timer_t timer_{};  // the thread's resident timer
 };
 
 // What a timed wait on a busy lock fails with, at once, when its timer

@@ -8,6 +8,7 @@
 #include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -134,19 +135,58 @@ TEST_F(FlockTest, TimedWaitEndsWithEtimedout) {
   ASSERT_TRUE(Flock(fd_.get(), LOCK_EX, Deadline::Never()).ok());
   const int timers = CountTimers();
 
-  const auto start = steady_clock::now();
-  const Status status = Flock(other.get(), LOCK_EX, Deadline::After(0.2));
-  const long long elapsed = Since(start);
+  // In a thread of its own, whose timer goes when the thread does.
+  Status status = Status::Ok();
+  long long elapsed = 0;
+  std::thread([&] {
+    const auto start = steady_clock::now();
+    status = Flock(other.get(), LOCK_EX, Deadline::After(0.2));
+    elapsed = Since(start);
+  }).join();
   EXPECT_ERR(ETIMEDOUT, status);
   EXPECT_GE(elapsed, 200);
   EXPECT_LT(elapsed, 5000);
-  EXPECT_EQ(timers, CountTimers()) << "a POSIX timer was left behind";
+  EXPECT_EQ(timers, CountTimers()) << "a POSIX timer outlived its thread";
 
   // The holder's lock is untouched and the waiter holds nothing.
   EXPECT_ERR(EWOULDBLOCK,
              Flock(other.get(), LOCK_SH | LOCK_NB, Deadline::Never()));
   ASSERT_TRUE(Flock(fd_.get(), LOCK_UN, Deadline::Never()).ok());
   EXPECT_TRUE(Flock(fd_.get(), LOCK_EX | LOCK_NB, Deadline::Never()).ok());
+}
+
+TEST_F(FlockTest, AThreadKeepsOneTimerHoweverManyWaits) {
+  UniqueFd other = OpenAgain();
+  ASSERT_OK(Flock(fd_.get(), LOCK_EX, Deadline::Never()));
+  const int before = CountTimers();
+  ASSERT_GE(before, 0) << "no /proc/self/timers";
+  std::vector<int> counts;
+  std::thread([&] {
+    for (int i = 0; i < 5; ++i) {
+      EXPECT_ERR(ETIMEDOUT, Flock(other.get(), LOCK_EX, Deadline::After(0.01)));
+      counts.push_back(CountTimers());
+    }
+  }).join();
+  // The first wait made the thread's timer; the others reused it.
+  ASSERT_EQ(5u, counts.size());
+  for (int count : counts) EXPECT_EQ(before + 1, count);
+  EXPECT_EQ(before, CountTimers()) << "a POSIX timer outlived its thread";
+  // A forked child's thread makes its own and leaves the parent's alone.
+  std::thread([&] {
+    EXPECT_ERR(ETIMEDOUT, Flock(other.get(), LOCK_EX, Deadline::After(0.01)));
+    const pid_t child = ::fork();
+    if (child == 0) {
+      const bool timed_out =
+          Flock(other.get(), LOCK_EX, Deadline::After(0.01)).err() == ETIMEDOUT;
+      ::_exit(timed_out && CountTimers() == 1 ? 0 : 1);
+    }
+    int wstatus = 0;
+    ASSERT_EQ(child, ::waitpid(child, &wstatus, 0));
+    EXPECT_TRUE(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0);
+    EXPECT_ERR(ETIMEDOUT, Flock(other.get(), LOCK_EX, Deadline::After(0.01)));
+    EXPECT_EQ(before + 1, CountTimers());
+  }).join();
+  EXPECT_EQ(before, CountTimers());
 }
 
 TEST_F(FlockTest, WaiterGetsTheLockWhenTheHolderUnlocks) {
@@ -458,40 +498,44 @@ class NoQueuedSignals final {
 
 TEST_F(FlockTest, TimerThatCannotBeArmedFailsWithEnolckNotEwouldblock) {
   UniqueFd other = OpenAgain();
-  struct sigaction before {};
-  ASSERT_EQ(0, ::sigaction(TimerSignal(), nullptr, &before));
-  NoQueuedSignals limit;
-  ASSERT_TRUE(limit.ok());
-  {
-    // Check that the limit bites here: timer_create itself is refused.
-    timer_t timer;
-    sigevent event{};
-    event.sigev_notify = SIGEV_SIGNAL;
-    event.sigev_signo = TimerSignal();
-    if (::timer_create(CLOCK_MONOTONIC, &event, &timer) == 0) {
-      ::timer_delete(timer);
-      GTEST_SKIP() << "RLIMIT_SIGPENDING does not limit POSIX timers here";
+  // In a new thread, which has no timer yet: one made by an earlier wait
+  // would be re-armed without needing a queued-signal slot.
+  std::thread([&] {
+    struct sigaction before {};
+    ASSERT_EQ(0, ::sigaction(TimerSignal(), nullptr, &before));
+    NoQueuedSignals limit;
+    ASSERT_TRUE(limit.ok());
+    {
+      // Check that the limit bites here: timer_create itself is refused.
+      timer_t timer;
+      sigevent event{};
+      event.sigev_notify = SIGEV_SIGNAL;
+      event.sigev_signo = TimerSignal();
+      if (::timer_create(CLOCK_MONOTONIC, &event, &timer) == 0) {
+        ::timer_delete(timer);
+        GTEST_SKIP() << "RLIMIT_SIGPENDING does not limit POSIX timers here";
+      }
+      ASSERT_EQ(EAGAIN, errno);
     }
-    ASSERT_EQ(EAGAIN, errno);
-  }
-  // A free lock needs no timer.
-  ASSERT_OK(Flock(fd_.get(), LOCK_EX, Deadline::After(5)));
-  const int timers = CountTimers();
-  // Busy with a positive deadline: the wait cannot be bounded, so it fails
-  // at once with kCannotArmErrno -- never EWOULDBLOCK, which is EAGAIN.
-  EXPECT_ERR(ENOLCK, Flock(other.get(), LOCK_EX, Deadline::After(5)));
-  EXPECT_ERR(ENOLCK, Flock(other.get(), LOCK_SH, Deadline::After(0.001)));
-  static_assert(kCannotArmErrno != EWOULDBLOCK && kCannotArmErrno != ETIMEDOUT, "");
-  // What needs no timer is unchanged.
-  EXPECT_ERR(EWOULDBLOCK, Flock(other.get(), LOCK_EX, Deadline::Now()));
-  EXPECT_ERR(EWOULDBLOCK, Flock(other.get(), LOCK_EX | LOCK_NB, Deadline::After(5)));
-  EXPECT_EQ(timers, CountTimers()) << "a failed arm left a timer behind";
-  // The signal disposition and mask are as they were.
-  struct sigaction action {};
-  ASSERT_EQ(0, ::sigaction(TimerSignal(), nullptr, &action));
-  EXPECT_EQ(before.sa_handler, action.sa_handler);
-  ASSERT_OK(Flock(fd_.get(), LOCK_UN, Deadline::Never()));
-  EXPECT_OK(Flock(other.get(), LOCK_EX, Deadline::After(5)));
+    // A free lock needs no timer.
+    ASSERT_OK(Flock(fd_.get(), LOCK_EX, Deadline::After(5)));
+    const int timers = CountTimers();
+    // Busy with a positive deadline: the wait cannot be bounded, so it fails
+    // at once with kCannotArmErrno -- never EWOULDBLOCK, which is EAGAIN.
+    EXPECT_ERR(ENOLCK, Flock(other.get(), LOCK_EX, Deadline::After(5)));
+    EXPECT_ERR(ENOLCK, Flock(other.get(), LOCK_SH, Deadline::After(0.001)));
+    static_assert(kCannotArmErrno != EWOULDBLOCK && kCannotArmErrno != ETIMEDOUT, "");
+    // What needs no timer is unchanged.
+    EXPECT_ERR(EWOULDBLOCK, Flock(other.get(), LOCK_EX, Deadline::Now()));
+    EXPECT_ERR(EWOULDBLOCK, Flock(other.get(), LOCK_EX | LOCK_NB, Deadline::After(5)));
+    EXPECT_EQ(timers, CountTimers()) << "a failed arm left a timer behind";
+    // The signal disposition and mask are as they were.
+    struct sigaction action {};
+    ASSERT_EQ(0, ::sigaction(TimerSignal(), nullptr, &action));
+    EXPECT_EQ(before.sa_handler, action.sa_handler);
+    ASSERT_OK(Flock(fd_.get(), LOCK_UN, Deadline::Never()));
+    EXPECT_OK(Flock(other.get(), LOCK_EX, Deadline::After(5)));
+  }).join();
 }
 
 }  // namespace
