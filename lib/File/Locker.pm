@@ -308,6 +308,11 @@ C<EWOULDBLOCK> (the lock was not found busy by a wait) nor C<ETIMEDOUT> (no
 deadline passed). A free lock is still taken, a TIMEOUT of 0 is still one
 try, and a wait without TIMEOUT needs no timer and is unaffected. The same
 holds for the C<timeout> of C<lock_file>, C<lock_range> and C<upgrade>.
+A thread makes its timer at its first timed wait that has to block and
+keeps it, disarmed between waits, until the thread ends (re-arming is
+cheaper than making a new one): from then on it holds one of the user's
+queued-signal slots, and its later waits can always be armed. A forked
+child makes its own.
 
 =item *
 
