@@ -45,6 +45,11 @@ $SIG{INT} = $SIG{TERM} = sub { die "interrupted\n" };    # so the temp dir goes 
 my $out_dir = "$FindBin::Bin/out";
 my $started = now();
 my (%ratio, @notes);
+# For the guard targets: [the C floor's ratio to the target's baseline, the
+# guard's ratio to that floor]. The floor is the pair on a close-on-exec
+# duplicate made and closed around it, which DESIGN's Ownership requires of
+# a guard on a caller's handle.
+my %floor;
 
 # A lock file with content, so that peers that remove empty lock files at
 # release (File::Flock::Retry) keep it.
@@ -70,6 +75,11 @@ if ($run{pairs}) {
     print pairs_table('Whole-file LOCK_EX + unlock on an open handle', $fh_pairs);
     $ratio{flock_pair}     = ratio_of($fh_pairs, 'File::Locker::flock', 'CORE::flock');
     $ratio{lock_file_pair} = ratio_of($fh_pairs, 'lock_file($fh) + scope exit', 'CORE::flock');
+    my $floor = 'C dup + flock(2) pair + close (cc)';
+    if ($fh_pairs->{per_op}{$floor}) {
+        $floor{lock_file_pair} = [ ratio_of($fh_pairs, $floor, 'CORE::flock'),
+            ratio_of($fh_pairs, 'lock_file($fh) + scope exit', $floor) ];
+    }
 
     my $by_path = path_pairs(lock_file_path('by-path'));
     print pairs_table('Whole-file lock by path: open + LOCK_EX + unlock + close', $by_path);
@@ -81,6 +91,11 @@ if ($run{ranges}) {
           . " at offset $Bench::Pairs::RANGE_OFFSET", $ranges);
     $ratio{lock_range_pair} = ratio_of($ranges, 'lock_range($fh) + scope exit', $ranges->{baseline})
       if $ranges->{baseline} && $ranges->{baseline} =~ /^C /;
+    my $floor = 'C dup + F_OFD_SETLK pair + close (cc)';
+    if ($ranges->{per_op}{$floor} && $ratio{lock_range_pair}) {
+        $floor{lock_range_pair} = [ ratio_of($ranges, $floor, $ranges->{baseline}),
+            ratio_of($ranges, 'lock_range($fh) + scope exit', $floor) ];
+    }
 }
 
 if ($run{handoff}) {
@@ -276,6 +291,9 @@ sub summary {
           : "target $name: not measured ("
           . ($run{$section} ? 'a baseline is missing (cc, File::FcntlLock)' : "section '$section' not run")
           . ")\n";
+        $text .= sprintf("  floor: the same pair in C on a dup it closes after is %.3f of that"
+              . " baseline; this is %.3f of the floor\n", @{ $floor{$key} })
+          if $floor{$key};
     }
     $text .= "note: $_\n" for peer_notes(), @notes;
     $text .= sprintf("total time: %.0f s; load average at end: %s\n", now() - $started, load_average());

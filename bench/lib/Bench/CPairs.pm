@@ -1,7 +1,9 @@
 package Bench::CPairs;
 
 # The C baselines: a flock(2) pair and an F_OFD_SETLK pair, compiled at
-# bench time with cc and run as a co-process, so their batches take part
+# bench time with cc. The "dup" kinds also make and close a close-on-exec
+# duplicate around each pair, as a guard on a caller's handle must (DESIGN:
+# Ownership): the least a guard can cost. They are and run as a co-process, so their batches take part
 # in the same interleaved rounds as the Perl loops. A batch is one request
 # over a pipe ("N\n" -> "done\n"); with batches sized to tens of
 # milliseconds the round trip is lost in the noise.
@@ -21,6 +23,7 @@ my $SOURCE = <<'C';
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <unistd.h>
 
 static int ofd_pair(int fd, off_t start, off_t len) {
   struct flock fl;
@@ -34,13 +37,25 @@ static int ofd_pair(int fd, off_t start, off_t len) {
   return fcntl(fd, F_OFD_SETLK, &fl);
 }
 
-/* pairs PATH flock|ofd [START LEN]: reads a count per line, runs that many
- * pairs, answers "done". */
+/* One pair of KIND on fd, or on a close-on-exec duplicate of it made and
+ * closed around the pair. */
+static int pair(int fd, int ofd, int dup, off_t start, off_t len) {
+  const int on = dup ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : fd;
+  if (on < 0) return -1;
+  const int rc = ofd ? ofd_pair(on, start, len)
+                     : (flock(on, LOCK_EX) || flock(on, LOCK_UN));
+  if (dup && close(on) != 0) return -1;
+  return rc;
+}
+
+/* pairs PATH flock|ofd|flock-dup|ofd-dup [START LEN]: reads a count per
+ * line, runs that many pairs, answers "done". */
 int main(int argc, char **argv) {
   if (argc < 3) return 64;
   const int fd = open(argv[1], O_RDWR);
   if (fd < 0) return 66;
-  const int ofd = strcmp(argv[2], "ofd") == 0;
+  const int ofd = strncmp(argv[2], "ofd", 3) == 0;
+  const int dup = strstr(argv[2], "-dup") != NULL;
   const off_t start = argc > 3 ? atoll(argv[3]) : 0;
   const off_t len = argc > 4 ? atoll(argv[4]) : 0;
   char line[64];
@@ -48,9 +63,7 @@ int main(int argc, char **argv) {
   while (fgets(line, sizeof line, stdin)) {
     const long n = atol(line);
     for (long i = 0; i < n; i++) {
-      const int rc = ofd ? ofd_pair(fd, start, len)
-                         : (flock(fd, LOCK_EX) || flock(fd, LOCK_UN));
-      if (rc != 0) {
+      if (pair(fd, ofd, dup, start, len) != 0) {
         perror("pair");
         return 1;
       }
@@ -76,7 +89,7 @@ sub _program {
 }
 
 # A bench code ref (called with a count) running that many C pairs on PATH:
-# KIND 'flock', or 'ofd' with START and LEN. Undef where cc is missing.
+# KIND 'flock' or 'flock-dup', or 'ofd' or 'ofd-dup' with START and LEN. Undef where cc is missing.
 sub c_pair {
     my ($dir, $path, $kind, @range) = @_;
     my $program = _program($dir) or return;

@@ -81,6 +81,9 @@ sub whole_file_pairs {
     if (my $c = c_pair(_dir_of($path), $path, 'flock')) {
         $add->('C flock(2) pair (cc)' => $c);
     }
+    if (my $c = c_pair(_dir_of($path), $path, 'flock-dup')) {
+        $add->('C dup + flock(2) pair + close (cc)' => $c);
+    }
     if (have_peer('IO::LockedFile')) {
         my $lf = IO::LockedFile->new({ lock => 0 }, ">>$path") or die "IO::LockedFile: $!\n";
         $add->('IO::LockedFile ->lock + ->unlock' => sub {
@@ -195,6 +198,9 @@ sub range_pairs {
     if (my $c = c_pair(_dir_of($path), $path, 'ofd', $offset, $length)) {
         $add->('C F_OFD_SETLK pair (cc)' => $c);
         $baseline = 'C F_OFD_SETLK pair (cc)';
+    }
+    if (my $c = c_pair(_dir_of($path), $path, 'ofd-dup', $offset, $length)) {
+        $add->('C dup + F_OFD_SETLK pair + close (cc)' => $c);
     }
     return _measure(\%bench, \@order, $baseline);
 }
