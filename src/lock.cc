@@ -261,9 +261,10 @@ void Lock::Release() {
                        desc_->inode.ino)) {
       ::unlink(path_.c_str());
     }
-    Give(desc_, ToRangeMode(mode_));
+    registry().GiveAndUnref(desc_, whole_, ToRangeMode(mode_), start_, end_);
+  } else {
+    registry().Unref(desc_);
   }
-  registry().Unref(desc_);
   desc_ = nullptr;
   state_ = State::kReleased;
 }

@@ -178,7 +178,7 @@ void Registry::ParentAfterFork() { Get().mutex_.unlock(); }
 void Registry::ChildAfterFork() {
   Registry& self = Get();
   self.mutex_.unlock();
-  for (auto& [key, desc] : self.descriptions_) {
+  for (Description* desc = self.live_; desc != nullptr; desc = desc->next) {
     desc->inherited = true;
     desc->ranges = RangeTable();
     desc->pending = RangeTable();
@@ -190,17 +190,36 @@ void Registry::ChildAfterFork() {
   self.unindexed_ = nullptr;
 }
 
+// Requires mutex_. A Description of fd with one reference, on the live
+// list: the spare if there is one.
+Description* Registry::NewLinked(UniqueFd fd) {
+  Description* const desc = spare_ ? spare_.release() : new Description();
+  desc->fd = std::move(fd);
+  desc->refs = 1;
+  desc->next = live_;
+  if (live_ != nullptr) live_->prev = desc;
+  live_ = desc;
+  return desc;
+}
+
+// Requires mutex_. Takes desc (no references left, fd already dealt with by
+// Retire) off the live list, then keeps it cleared as the spare or frees it.
+void Registry::Recycle(Description* desc) {
+  (desc->prev != nullptr ? desc->prev->next : live_) = desc->next;
+  if (desc->next != nullptr) desc->next->prev = desc->prev;
+  std::unique_ptr<Description> owned(desc);
+  if (spare_) return;
+  *owned = Description();  // closes a descriptor Retire left to close
+  spare_ = std::move(owned);
+}
+
 Description* Registry::NewDescription(UniqueFd fd, const InodeKey& inode,
                                       bool writable) {
-  auto desc = std::make_unique<Description>();
+  Description* const desc = NewLinked(std::move(fd));
   desc->inode = inode;
-  desc->fd = std::move(fd);
   desc->writable = writable;
-  desc->refs = 1;
-  Description* const raw = desc.get();
-  descriptions_.emplace(raw, std::move(desc));
-  inodes_[inode].descriptions.push_back(raw);
-  return raw;
+  inodes_[inode].descriptions.push_back(desc);
+  return desc;
 }
 
 // Requires mutex_. Lists desc under its inode, asking the kernel which it
@@ -244,14 +263,11 @@ Status Registry::Adopt(int fd, Description** out) {
     if (inodes_.empty() && unindexed_ == nullptr) {
       UniqueFd dup(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
       if (!dup.valid()) return Status::Error(errno);
-      auto desc = std::make_unique<Description>();
-      desc->fd = std::move(dup);
+      Description* const desc = NewLinked(std::move(dup));
       desc->adopted = true;
       desc->indexed = false;
-      desc->refs = 1;
-      unindexed_ = desc.get();
-      *out = desc.get();
-      descriptions_.emplace(desc.get(), std::move(desc));
+      unindexed_ = desc;
+      *out = desc;
       return Status::Ok();
     }
   }
@@ -351,10 +367,30 @@ void Registry::DropIfUnused(const InodeKey& key) {
 
 void Registry::Unref(Description* desc) {
   std::lock_guard<std::mutex> hold(mutex_);
+  UnrefLocked(desc);
+}
+
+void Registry::GiveAndUnref(Description* desc, bool whole, RangeMode mode, Pos start,
+                            Pos end) {
+  std::lock_guard<std::mutex> hold(mutex_);
+  if (whole) {
+    LowerWhole(desc, mode);
+  } else {
+    Lower(desc, mode, start, end);
+  }
+  UnrefLocked(desc);
+}
+
+// Requires mutex_.
+void Registry::UnrefLocked(Description* desc) {
   if (--desc->refs > 0) return;
-  auto owned = descriptions_.find(desc);
-  std::unique_ptr<Description> doomed = std::move(owned->second);
-  descriptions_.erase(owned);
+  Retire(desc);
+  Recycle(desc);
+}
+
+// Requires mutex_. Lets go of the descriptor of desc, which has no
+// references left: closed (by Recycle), or kept idle.
+void Registry::Retire(Description* desc) {
   if (desc->inherited) {
     // A copy from the parent: this process (the child) may hold classic
     // locks of its own on the inode, which its close would drop. The

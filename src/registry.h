@@ -78,6 +78,8 @@ struct Description {
   RangeTable pending;      // just the requests still at the kernel
   Holds whole;             // whole-file holds
   int whole_inflight = 0;  // whole-file requests at the kernel (at most 1)
+  Description* prev = nullptr;  // the registry's list of live Descriptions
+  Description* next = nullptr;
 };
 
 class Registry final {
@@ -108,6 +110,10 @@ class Registry final {
   // when closing it would drop this process's classic locks on the inode.
   // Never touches the kernel's locks otherwise.
   void Unref(Description* desc);
+
+  // GiveWhole (whole) or GiveRange, then Unref, in one hold of the mutex:
+  // what letting go of a held lock takes.
+  void GiveAndUnref(Description* desc, bool whole, RangeMode mode, Pos start, Pos end);
 
   // Takes one hold of mode on [start, end) through desc, waiting up to
   // deadline: the kernel is asked for every byte of the range in the
@@ -216,13 +222,21 @@ class Registry final {
   void LowerWhole(Description* desc, RangeMode mode);
   void Record(Description* desc, RangeMode mode, Pos start, Pos end, int delta);
   void DropIfUnused(const InodeKey& key);
+  Description* NewLinked(UniqueFd fd);
+  void UnrefLocked(Description* desc);
+  void Retire(Description* desc);
+  void Recycle(Description* desc);
 
   const bool ofd_;
   std::mutex mutex_;
   std::condition_variable released_;  // in-process waiters (WaitInProcess)
   std::map<InodeKey, Inode> inodes_;
-  // Every Description with references, inherited ones included.
-  std::map<const Description*, std::unique_ptr<Description>> descriptions_;
+  // Every Description with references, inherited ones included, linked
+  // through prev/next and owned here (NewLinked, Recycle).
+  Description* live_ = nullptr;
+  // The last Description let go of, cleared, for the next one to reuse: a
+  // lock and its release on a lone handle then allocate nothing.
+  std::unique_ptr<Description> spare_;
   unsigned long gives_ = 0;  // range holds given back, ever
   // OFD locks: the one live Description adopted while no other was live,
   // whose inode nobody has needed yet (so no fstat was paid for it). Match
