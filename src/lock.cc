@@ -138,12 +138,9 @@ Status Lock::Take(Description* desc, RangeMode mode, const Deadline& deadline) {
                 : registry().TakeRange(desc, mode, start_, end_, deadline);
 }
 
-void Lock::Give(Description* desc, RangeMode mode) {
-  if (whole_) {
-    registry().GiveWhole(desc, mode);
-  } else {
-    registry().GiveRange(desc, mode, start_, end_);
-  }
+Status Lock::Give(Description* desc, RangeMode mode) {
+  return whole_ ? registry().GiveWhole(desc, mode)
+                : registry().GiveRange(desc, mode, start_, end_);
 }
 
 Status Lock::AcquireDescriptor(int fd, int mode, const Deadline& deadline) {
@@ -214,8 +211,7 @@ Status Lock::Acquire(bool whole, int fd, const std::string* path, int mode, Pos 
       }
       // The previous holder removed or replaced the file while we waited:
       // let go of the orphan and try the file PATH names now.
-      Give(desc, want);
-      registry().Unref(desc);
+      (void)registry().GiveAndUnref(desc, whole_, want, start_, end_);  // an orphan
       if (!deadline.is_immediate() && deadline.Expired()) return Status::Error(ETIMEDOUT);
     }
     path_ = *path;
@@ -252,8 +248,9 @@ bool Lock::OthersHoldIt() {
          other.found;
 }
 
-void Lock::Release() {
-  if (state_ == State::kReleased) return;
+Status Lock::Release() {
+  if (state_ == State::kReleased) return Status::Ok();
+  Status status = Status::Ok();
   if (InOwnerProcess() && state_ == State::kHeld) {
     BeforeOthersWrite();
     if (options_.unlink && !path_.empty() && !OthersHoldIt() &&
@@ -261,12 +258,13 @@ void Lock::Release() {
                        desc_->inode.ino)) {
       ::unlink(path_.c_str());
     }
-    registry().GiveAndUnref(desc_, whole_, ToRangeMode(mode_), start_, end_);
+    status = registry().GiveAndUnref(desc_, whole_, ToRangeMode(mode_), start_, end_);
   } else {
     registry().Unref(desc_);
   }
   desc_ = nullptr;
   state_ = State::kReleased;
+  return status;
 }
 
 void Lock::Abandon() {
@@ -288,7 +286,8 @@ Status Lock::Upgrade(const Deadline& deadline) {
     // says it is lost) when the wait fails.
     const Status status = Take(desc_, RangeMode::kExclusive, deadline);
     if (status.ok()) {
-      Give(desc_, RangeMode::kShared);
+      // Asks nothing of the kernel: the exclusive hold wants more.
+      (void)Give(desc_, RangeMode::kShared);
       mode_ = LOCK_EX;
       (void)AfterGrant();  // flock(2) upgrades are not atomic
     }
@@ -297,7 +296,7 @@ Status Lock::Upgrade(const Deadline& deadline) {
   if (state_ == State::kHeld) {
     Status status = Take(desc_, RangeMode::kExclusive, Deadline::Now());
     if (status.ok()) {
-      Give(desc_, RangeMode::kShared);
+      (void)Give(desc_, RangeMode::kShared);  // as above
       mode_ = LOCK_EX;
       (void)AfterGrant();
       return status;
@@ -305,9 +304,10 @@ Status Lock::Upgrade(const Deadline& deadline) {
     if (status.err() != EWOULDBLOCK || deadline.is_immediate()) return status;
     // Waiting while holding our shared bytes could deadlock with another
     // holder doing the same (OFD locks have no deadlock detection), so give
-    // them up first, as flock(2) does.
-    Give(desc_, RangeMode::kShared);
+    // them up first, as flock(2) does; if the kernel keeps them, do not wait.
+    const Status given = Give(desc_, RangeMode::kShared);
     state_ = State::kLost;
+    if (!given.ok()) return given;
   }
   const Status status = Take(desc_, RangeMode::kExclusive, deadline);
   if (status.ok()) {
@@ -328,17 +328,14 @@ Status Lock::Downgrade() {
   if (held() && mode_ == LOCK_SH) return Status::Ok();
   if (state_ == State::kHeld && held()) {
     BeforeOthersWrite();
-    // Only lowers: never waits, never fails.
-    if (whole_) {
-      registry().DowngradeWhole(desc_);
-    } else {
-      registry().DowngradeRange(desc_, start_, end_);
-    }
+    // Only lowers: never waits. The hold is shared from here on; an error
+    // says the kernel kept the bytes exclusive.
     mode_ = LOCK_SH;
-    return Status::Ok();
+    return whole_ ? registry().DowngradeWhole(desc_)
+                  : registry().DowngradeRange(desc_, start_, end_);
   }
   if (state_ == State::kHeld) {  // a whole-file lock flock(2) dropped
-    Give(desc_, ToRangeMode(mode_));
+    (void)Give(desc_, ToRangeMode(mode_));  // lowers what the kernel dropped
     state_ = State::kLost;
   }
   const Status status = Take(desc_, RangeMode::kShared, Deadline::Never());

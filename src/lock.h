@@ -101,8 +101,11 @@ class Lock final {
   // With options.unlink, first removes PATH if it still names the locked
   // inode and no other lock (here or elsewhere) is on it. In a process
   // other than the taker, only lets go of this process's copy. A second
-  // call does nothing. Never blocks.
-  void Release();
+  // call does nothing. Never blocks. The lock is let go of whatever
+  // happens; an error (ENOLCK) means the kernel could not lower bytes
+  // other locks on the OFD still hold, so it keeps more than they want,
+  // never less (see Registry::GiveRange).
+  Status Release();
 
   // Lets go without unlocking: the record forgets the lock, the
   // registry's descriptor closes, and the kernel keeps the lock for as long
@@ -157,7 +160,7 @@ class Lock final {
   Status Acquire(bool whole, int fd, const std::string* path, int mode, Pos start,
                  Pos end, const PathOptions& options, const Deadline& deadline);
   Status Take(Description* desc, RangeMode mode, const Deadline& deadline);
-  void Give(Description* desc, RangeMode mode);
+  Status Give(Description* desc, RangeMode mode);
   bool OthersHoldIt();
   Status AfterGrant();
   void BeforeOthersWrite();

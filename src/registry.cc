@@ -370,15 +370,12 @@ void Registry::Unref(Description* desc) {
   UnrefLocked(desc);
 }
 
-void Registry::GiveAndUnref(Description* desc, bool whole, RangeMode mode, Pos start,
-                            Pos end) {
+Status Registry::GiveAndUnref(Description* desc, bool whole, RangeMode mode, Pos start,
+                              Pos end) {
   std::lock_guard<std::mutex> hold(mutex_);
-  if (whole) {
-    LowerWhole(desc, mode);
-  } else {
-    Lower(desc, mode, start, end);
-  }
+  const Status status = whole ? LowerWhole(desc, mode) : Lower(desc, mode, start, end);
   UnrefLocked(desc);
+  return status;
 }
 
 // Requires mutex_.
@@ -458,15 +455,19 @@ bool Registry::ConflictsInProcess(const InodeKey& inode, const Description* exce
 }
 
 // Requires mutex_. Sets the kernel to the strongest mode the holds want on
-// each piece of [start, end), without waiting.
-void Registry::SyncKernel(Description* desc, Pos start, Pos end) {
+// each piece of [start, end), without waiting. Every piece is tried; the
+// first refusal is returned.
+Status Registry::SyncKernel(Description* desc, Pos start, Pos end) {
   RunList runs;
   KernelTable(desc).Walk(start, end, [&](Pos a, Pos b, const Holds& holds) {
     AddRun(&runs, a, b, holds.mode());
   });
+  Status first = Status::Ok();
   for (const Run& run : runs) {
-    (void)KernelSet(ofd_, desc->fd.get(), run.mode, run.start, run.end, false);
+    const Status status = KernelSet(ofd_, desc->fd.get(), run.mode, run.start, run.end, false);
+    if (first.ok()) first = status;
   }
+  return first;
 }
 
 // An in-process wait (another owner's conflicting hold in the classic
@@ -522,8 +523,13 @@ bool Registry::InFlight(Description* desc, Pos start, Pos end) {
 // Requires mutex_. Sets the first `granted` runs back to what the record
 // wants, undoing a request that was refused after them.
 template <typename Runs>
-void Registry::SetBack(Description* desc, const Runs& runs, size_t granted) {
-  for (size_t i = 0; i < granted; ++i) SyncKernel(desc, runs[i].start, runs[i].end);
+Status Registry::SetBack(Description* desc, const Runs& runs, size_t granted) {
+  Status first = Status::Ok();
+  for (size_t i = 0; i < granted; ++i) {
+    const Status status = SyncKernel(desc, runs[i].start, runs[i].end);
+    if (first.ok()) first = status;
+  }
+  return first;
 }
 
 Status Registry::TakeRange(Description* desc, RangeMode mode, Pos start, Pos end,
@@ -548,12 +554,20 @@ Status Registry::TakeRange(Description* desc, RangeMode mode, Pos start, Pos end
         return status;
       }
       // The record is still what was granted before: setting the granted
-      // runs back to it undoes this request exactly.
-      SetBack(desc, runs, granted);
+      // runs back to it undoes this request exactly. Setting back only
+      // lowers; if the kernel refuses, it keeps more than the record, never
+      // less, and the request's own error is the one to report.
+      (void)SetBack(desc, runs, granted);
       if (status.err() != EWOULDBLOCK || deadline.is_immediate()) return status;
     }
   }
-  return TakeRangeWaiting(desc, mode, start, end, deadline);
+  // EWOULDBLOCK from a wait with a bound or none is a grant that could not
+  // be settled (see TakeRangeWaiting): never an answer before the deadline.
+  for (;;) {
+    const Status status = TakeRangeWaiting(desc, mode, start, end, deadline);
+    if (status.err() != EWOULDBLOCK || deadline.is_immediate()) return status;
+    if (deadline.Expired()) return Status::Error(ETIMEDOUT);
+  }
 }
 
 Status Registry::TakeRangeWaiting(Description* desc, RangeMode mode, Pos start, Pos end,
@@ -598,42 +612,46 @@ Status Registry::TakeRangeWaiting(Description* desc, RangeMode mode, Pos start, 
   std::lock_guard<std::mutex> hold(mutex_);
   PendingTable(desc).Add(start, end, mode, -1);
   released_.notify_all();
+  if (status.ok() && gives_ != gives_before) {
+    // A hold given back meanwhile may have lowered bytes this request
+    // asked for again in a stronger mode: settle on what is wanted now.
+    // Raising them without waiting may be refused (another process took
+    // them in between): then this request is not granted, and TakeRange
+    // goes round again.
+    status = SyncKernel(desc, start, end);
+  }
   if (!status.ok()) {
     Record(desc, mode, start, end, -1);
     // A refused request changed nothing in the kernel: only the runs it was
     // granted before are set back, so locks the OFD holds that the record
     // does not know (taken with fcntl(2) directly) are left alone -- unless
     // a hold given back meanwhile set bytes to a mode only this request
-    // wanted: then the whole range is settled on what is wanted now.
-    if (gives_ != gives_before) {
-      SyncKernel(desc, start, end);
-    } else {
-      SetBack(desc, runs, granted);
-    }
-  } else if (gives_ != gives_before) {
-    // A hold given back meanwhile may have lowered bytes this request
-    // asked for again in a stronger mode: settle on what is wanted now.
-    SyncKernel(desc, start, end);
+    // wanted: then the whole range is settled on what is wanted now. What
+    // is wanted now was held before this request, so this only lowers: a
+    // refusal leaves the kernel holding more than the record, never less,
+    // and the request's own error is the one to report.
+    (void)(gives_ != gives_before ? SyncKernel(desc, start, end)
+                                  : SetBack(desc, runs, granted));
   }
   return status;
 }
 
-void Registry::GiveRange(Description* desc, RangeMode mode, Pos start, Pos end) {
+Status Registry::GiveRange(Description* desc, RangeMode mode, Pos start, Pos end) {
   std::lock_guard<std::mutex> hold(mutex_);
-  Lower(desc, mode, start, end);
+  return Lower(desc, mode, start, end);
 }
 
-void Registry::DowngradeRange(Description* desc, Pos start, Pos end) {
+Status Registry::DowngradeRange(Description* desc, Pos start, Pos end) {
   std::lock_guard<std::mutex> hold(mutex_);
   Record(desc, RangeMode::kShared, start, end, +1);
-  Lower(desc, RangeMode::kExclusive, start, end);
+  return Lower(desc, RangeMode::kExclusive, start, end);
 }
 
 // Requires mutex_. Withdraws one hold of mode on [start, end) and lowers
 // the kernel's mode where the remaining holds want less. Only ever lowers,
 // so it needs no turn at the kernel: whatever a request still in flight was
 // decided as, it wants at least what it will set.
-void Registry::Lower(Description* desc, RangeMode mode, Pos start, Pos end) {
+Status Registry::Lower(Description* desc, RangeMode mode, Pos start, Pos end) {
   Record(desc, mode, start, end, -1);
   ++gives_;
   RunList runs;
@@ -642,13 +660,16 @@ void Registry::Lower(Description* desc, RangeMode mode, Pos start, Pos end) {
     before.Add(mode, +1);
     if (after.mode() != before.mode()) AddRun(&runs, a, b, after.mode());
   });
+  Status first = Status::Ok();
   for (const Run& run : runs) {
-    (void)KernelSet(ofd_, desc->fd.get(), run.mode, run.start, run.end, false);
+    const Status status = KernelSet(ofd_, desc->fd.get(), run.mode, run.start, run.end, false);
+    if (first.ok()) first = status;
   }
   if (!ofd_) {
     DropIfUnused(desc->inode);
     released_.notify_all();
   }
+  return first;
 }
 
 namespace {
@@ -707,30 +728,32 @@ Status Registry::TakeWhole(Description* desc, RangeMode mode, const Deadline& de
   return status;
 }
 
-void Registry::GiveWhole(Description* desc, RangeMode mode) {
+Status Registry::GiveWhole(Description* desc, RangeMode mode) {
   std::lock_guard<std::mutex> hold(mutex_);
-  LowerWhole(desc, mode);
+  return LowerWhole(desc, mode);
 }
 
-void Registry::DowngradeWhole(Description* desc) {
+Status Registry::DowngradeWhole(Description* desc) {
   std::lock_guard<std::mutex> hold(mutex_);
   desc->whole.Add(RangeMode::kShared, +1);
-  LowerWhole(desc, RangeMode::kExclusive);
+  return LowerWhole(desc, RangeMode::kExclusive);
 }
 
-// Requires mutex_. As Lower, for the whole-file hold.
-void Registry::LowerWhole(Description* desc, RangeMode mode) {
+// Requires mutex_. As Lower, for the whole-file hold. A conversion flock(2)
+// refuses is not an error here: it sets whole_lost, which held() reports.
+Status Registry::LowerWhole(Description* desc, RangeMode mode) {
   const RangeMode before = desc->whole.mode();
   desc->whole.Add(mode, -1);
   const RangeMode after = desc->whole.mode();
   if (after == RangeMode::kNone) {
+    desc->whole_lost = false;
     // Explicitly: a forked child may share the OFD, so closing our
     // descriptor alone would not end the lock.
-    ::flock(desc->fd.get(), LOCK_UN);
-    desc->whole_lost = false;
+    if (::flock(desc->fd.get(), LOCK_UN) != 0) return Status::Error(errno);
   } else if (after != before || desc->whole_lost) {
     desc->whole_lost = ::flock(desc->fd.get(), FlockOperation(after) | LOCK_NB) != 0;
   }
+  return Status::Ok();
 }
 
 void Registry::Forget(Description* desc, bool whole, RangeMode mode, Pos start,

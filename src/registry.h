@@ -113,7 +113,7 @@ class Registry final {
 
   // GiveWhole (whole) or GiveRange, then Unref, in one hold of the mutex:
   // what letting go of a held lock takes.
-  void GiveAndUnref(Description* desc, bool whole, RangeMode mode, Pos start, Pos end);
+  Status GiveAndUnref(Description* desc, bool whole, RangeMode mode, Pos start, Pos end);
 
   // Takes one hold of mode on [start, end) through desc, waiting up to
   // deadline: the kernel is asked for every byte of the range in the
@@ -125,20 +125,23 @@ class Registry final {
                    const Deadline& deadline);
   // Gives back one hold: the kernel drops the bytes nobody else on desc
   // (classic: in the process) wants and downgrades those only shared holds
-  // still want. Never blocks.
-  void GiveRange(Description* desc, RangeMode mode, Pos start, Pos end);
+  // still want. Never blocks. The hold is gone whatever the kernel says; an
+  // error (ENOLCK: the kernel had no room to split a lock) means it still
+  // holds some bytes in a stronger mode than the holds left want -- more,
+  // never less.
+  Status GiveRange(Description* desc, RangeMode mode, Pos start, Pos end);
 
   // Turns one exclusive hold on [start, end) into a shared one. Never
-  // blocks, never waits for another request.
-  void DowngradeRange(Description* desc, Pos start, Pos end);
+  // blocks, never waits for another request. Errors as GiveRange.
+  Status DowngradeRange(Description* desc, Pos start, Pos end);
 
   // The same for whole-file (flock(2)) holds. flock(2) conversions are not
   // atomic: a wait for exclusive may drop the shared lock desc held; if it
   // cannot be taken back at once after a failed wait, desc->whole_lost is
   // set until a later request succeeds.
   Status TakeWhole(Description* desc, RangeMode mode, const Deadline& deadline);
-  void GiveWhole(Description* desc, RangeMode mode);
-  void DowngradeWhole(Description* desc);
+  Status GiveWhole(Description* desc, RangeMode mode);
+  Status DowngradeWhole(Description* desc);
 
   // Says that a descriptor outside the registry now shares desc's OFD (a
   // Perl handle made for the lock): once idle, desc's descriptor is never
@@ -205,7 +208,7 @@ class Registry final {
                           RangeMode mode, Pos start, Pos end, Conflict* out) const;
   Status KernelConflict(int fd, RangeMode mode, Pos start, Pos end,
                         Conflict* out) const;
-  void SyncKernel(Description* desc, Pos start, Pos end);
+  Status SyncKernel(Description* desc, Pos start, Pos end);
   // TakeRange for a request that must wait: its turn among this process's
   // requests on the bytes, then the kernel, without the mutex.
   Status TakeRangeWaiting(Description* desc, RangeMode mode, Pos start, Pos end,
@@ -217,9 +220,9 @@ class Registry final {
                        Busy&& busy);
   bool InFlight(Description* desc, Pos start, Pos end);
   template <typename Runs>
-  void SetBack(Description* desc, const Runs& runs, size_t granted);
-  void Lower(Description* desc, RangeMode mode, Pos start, Pos end);
-  void LowerWhole(Description* desc, RangeMode mode);
+  Status SetBack(Description* desc, const Runs& runs, size_t granted);
+  Status Lower(Description* desc, RangeMode mode, Pos start, Pos end);
+  Status LowerWhole(Description* desc, RangeMode mode);
   void Record(Description* desc, RangeMode mode, Pos start, Pos end, int delta);
   void DropIfUnused(const InodeKey& key);
   Description* NewLinked(UniqueFd fd);

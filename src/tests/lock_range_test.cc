@@ -753,5 +753,22 @@ TEST_F(RangeLockTest, ForkedChildReleaseLeavesTheParentsLock) {
   EXPECT_FALSE(Exists(path_));
 }
 
+// A kernel that refuses to lower is reported, not ignored: here the
+// registry's descriptor is closed behind its back, so every lowering fails.
+TEST_F(RangeLockTest, RefusedLoweringIsReported) {
+  Lock exclusive, shared;
+  ASSERT_OK(exclusive.AcquireDescriptor(fd_.get(), LOCK_EX, 0, 10, Deadline::Never()));
+  ASSERT_OK(shared.AcquireDescriptor(fd_.get(), LOCK_SH, 0, 10, Deadline::Never()));
+  ASSERT_EQ(exclusive.fd(), shared.fd()) << "one OFD, one Description";
+  const int registry_fd = exclusive.fd();
+  // An O_PATH descriptor takes the number: nothing can be locked through it.
+  ASSERT_EQ(0, ::close(registry_fd));
+  ASSERT_EQ(registry_fd, ::open("/", O_PATH | O_CLOEXEC));
+  EXPECT_ERR(EBADF, exclusive.Downgrade());
+  EXPECT_EQ(LOCK_SH, exclusive.mode()) << "the hold is shared whatever the kernel said";
+  EXPECT_OK(exclusive.Release()) << "the other shared hold wants the bytes as they are";
+  EXPECT_ERR(EBADF, shared.Release());
+}
+
 }  // namespace
 }  // namespace locker
