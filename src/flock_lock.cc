@@ -13,7 +13,7 @@ Status Flock(int fd, int op, const Deadline& deadline) {
   }
   return LockBefore(deadline, [fd, op](bool blocking) {
     if (::flock(fd, blocking ? op : op | LOCK_NB) == 0) return 0;
-    return errno == EAGAIN ? EWOULDBLOCK : errno;
+    return BusyAsEwouldblock(errno);
   });
 }
 

@@ -61,12 +61,12 @@ Status OpenWithin(const std::string& path, int flags, mode_t perms, bool follow,
                   const Deadline& deadline, int* out) {
   *out = OpenRetryingRaces(path, flags, perms);
   if (*out >= 0) return Status::Ok();
-  const int err = errno;
+  const int err = BusyAsEwouldblock(errno);
   if (err != EWOULDBLOCK || !IsRegularFile(path, follow)) return Status::Error(err);
   if (deadline.is_immediate()) return Status::Error(EWOULDBLOCK);
   return LockBefore(deadline, [&](bool blocking) {
     *out = ::open(path.c_str(), blocking ? flags & ~O_NONBLOCK : flags, perms);
-    return *out >= 0 ? 0 : errno == EAGAIN ? EWOULDBLOCK : errno;
+    return *out >= 0 ? 0 : BusyAsEwouldblock(errno);
   });
 }
 

@@ -67,7 +67,8 @@ Status KernelSet(bool ofd, int fd, RangeMode mode, Pos start, Pos end, bool wait
   const int cmd = wait ? F_SETLKW : F_SETLK;
 #endif
   if (::fcntl(fd, cmd, &fl) == 0) return Status::Ok();
-  return Status::Error(errno == EAGAIN || errno == EACCES ? EWOULDBLOCK : errno);
+  // fcntl(2) may also say EACCES for a busy lock.
+  return Status::Error(errno == EACCES ? EWOULDBLOCK : BusyAsEwouldblock(errno));
 }
 
 struct Run {
@@ -697,7 +698,7 @@ Status Registry::TakeWhole(Description* desc, RangeMode mode, const Deadline& de
         desc->whole_lost = false;
         return Status::Ok();
       }
-      const int err = errno == EAGAIN ? EWOULDBLOCK : errno;
+      const int err = BusyAsEwouldblock(errno);
       if (err != EWOULDBLOCK || deadline.is_immediate()) return Status::Error(err);
     }
     // As for ranges: one whole-file request per OFD at the kernel at a time.

@@ -7,6 +7,8 @@
 #ifndef FILE_LOCKER_SRC_STATUS_H_
 #define FILE_LOCKER_SRC_STATUS_H_
 
+#include <errno.h>
+
 namespace locker {
 
 class Status final {
@@ -23,6 +25,10 @@ class Status final {
   constexpr explicit Status(int err) : err_(err) {}
   int err_;
 };
+
+// The errno of a call that found a lock (or a lease) busy, said one way:
+// EWOULDBLOCK. Linux makes EAGAIN the same value; other systems need not.
+constexpr int BusyAsEwouldblock(int err) { return err == EAGAIN ? EWOULDBLOCK : err; }
 
 }  // namespace locker
 
