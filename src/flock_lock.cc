@@ -12,8 +12,8 @@ Status Flock(int fd, int op, const Deadline& deadline) {
     return ::flock(fd, op) == 0 ? Status::Ok() : Status::Error(errno);
   }
   return LockBefore(deadline, [fd, op](bool blocking) {
-    if (::flock(fd, blocking ? op : op | LOCK_NB) == 0) return 0;
-    return BusyAsEwouldblock(errno);
+    if (::flock(fd, blocking ? op : op | LOCK_NB) == 0) return Status::Ok();
+    return Status::Error(BusyAsEwouldblock(errno));
   });
 }
 

@@ -66,7 +66,7 @@ Status OpenWithin(const std::string& path, int flags, mode_t perms, bool follow,
   if (deadline.is_immediate()) return Status::Error(EWOULDBLOCK);
   return LockBefore(deadline, [&](bool blocking) {
     *out = ::open(path.c_str(), blocking ? flags & ~O_NONBLOCK : flags, perms);
-    return *out >= 0 ? 0 : BusyAsEwouldblock(errno);
+    return *out >= 0 ? Status::Ok() : Status::Error(BusyAsEwouldblock(errno));
   });
 }
 

@@ -605,7 +605,7 @@ Status Registry::TakeRangeWaiting(Description* desc, RangeMode mode, Pos start, 
   size_t granted = 0;  // runs the kernel granted
   for (const Run& run : runs) {
     status = LockBefore(deadline, [&](bool blocking) {
-      return KernelSet(ofd_, desc->fd.get(), run.mode, run.start, run.end, blocking).err();
+      return KernelSet(ofd_, desc->fd.get(), run.mode, run.start, run.end, blocking);
     });
     if (!status.ok()) break;
     ++granted;

@@ -16,6 +16,8 @@ class Status final {
   static constexpr Status Ok() { return Status(0); }
   // Requires err != 0 (an errno value).
   static constexpr Status Error(int err) { return Status(err); }
+  // Ok for 0, else Error(err): for calls that answer 0 or an errno value.
+  static constexpr Status FromErrno(int err) { return Status(err); }
 
   constexpr bool ok() const { return err_ == 0; }
   // The errno value, 0 for success.

@@ -86,8 +86,8 @@ class ThreadWaitTimer final {
 // busy or timed out.
 constexpr int kCannotArmErrno = ENOLCK;
 
-// Runs attempt(blocking) -- which returns 0 when the lock was granted or an
-// errno value, with every "busy" outcome reported as EWOULDBLOCK -- until it
+// Runs attempt(blocking) -- which returns Ok when the lock was granted or
+// the error, with every "busy" outcome reported as EWOULDBLOCK -- until it
 // succeeds, fails, or the deadline passes.
 //
 // Returns Ok; EWOULDBLOCK when the deadline is immediate (one non-blocking
@@ -95,24 +95,21 @@ constexpr int kCannotArmErrno = ENOLCK;
 // EINTR when a signal other than the timer's interrupted the wait (the caller
 // runs its handlers and calls again with the same deadline); kCannotArmErrno
 // when the lock is busy and the wait's timer cannot be armed; or the errno of
-// a hard failure. Never EWOULDBLOCK or ETIMEDOUT before the deadline. With Deadline::Never() it makes one blocking attempt.
+// a hard failure. Never EWOULDBLOCK or ETIMEDOUT before the deadline. With
+// Deadline::Never() it makes one blocking attempt.
 template <typename Attempt>
 Status LockBefore(const Deadline& deadline, Attempt&& attempt) {
-  if (deadline.is_never()) {
-    const int err = attempt(true);
-    return err == 0 ? Status::Ok() : Status::Error(err);
-  }
-  int err = attempt(false);
-  if (err != EWOULDBLOCK) return err == 0 ? Status::Ok() : Status::Error(err);
-  if (deadline.is_immediate()) return Status::Error(EWOULDBLOCK);
+  if (deadline.is_never()) return attempt(true);
+  Status status = attempt(false);
+  if (status.err() != EWOULDBLOCK) return status;
+  if (deadline.is_immediate()) return status;
   if (deadline.Expired()) return Status::Error(ETIMEDOUT);
 
   ThreadWaitTimer timer;
   if (!timer.Arm(deadline).ok()) return Status::Error(kCannotArmErrno);
-  err = attempt(true);
-  if (err == 0) return Status::Ok();
-  if (err == EINTR && deadline.Expired()) return Status::Error(ETIMEDOUT);
-  return Status::Error(err);
+  status = attempt(true);
+  if (status.err() == EINTR && deadline.Expired()) return Status::Error(ETIMEDOUT);
+  return status;
 }
 
 }  // namespace locker

@@ -425,13 +425,13 @@ TEST(LockBeforeTest, ExpiryBeforeTheBlockingCallStillEndsTheWait) {
   const Deadline deadline = Deadline::After(0.05);
   int blocking_calls = 0;
   const Status status = LockBefore(deadline, [&](bool blocking) {
-    if (!blocking) return EWOULDBLOCK;
+    if (!blocking) return Status::Error(EWOULDBLOCK);
     ++blocking_calls;
     while (Since(start) < 80) {
     }
     char byte;
     // Nothing is ever written: only a signal ends this read.
-    return ::read(read_end.get(), &byte, 1) < 0 ? errno : EIO;
+    return Status::Error(::read(read_end.get(), &byte, 1) < 0 ? errno : EIO);
   });
   EXPECT_ERR(ETIMEDOUT, status);
   EXPECT_EQ(1, blocking_calls);
@@ -444,18 +444,18 @@ TEST(LockBeforeTest, OutcomesOfTheAttempt) {
   EXPECT_TRUE(LockBefore(Deadline::After(5), [&](bool blocking) {
                 ++calls;
                 EXPECT_FALSE(blocking);
-                return 0;
+                return Status::Ok();
               }).ok());
   EXPECT_EQ(1, calls);
   // A hard failure is returned as it is.
   EXPECT_ERR(ENOLCK,
-             LockBefore(Deadline::After(5), [](bool) { return ENOLCK; }));
+             LockBefore(Deadline::After(5), [](bool) { return Status::Error(ENOLCK); }));
   // Never: exactly one blocking attempt.
   calls = 0;
   EXPECT_ERR(EIO, LockBefore(Deadline::Never(), [&](bool blocking) {
                ++calls;
                EXPECT_TRUE(blocking);
-               return EIO;
+               return Status::Error(EIO);
              }));
   EXPECT_EQ(1, calls);
   // Immediate: one non-blocking attempt.
@@ -463,14 +463,14 @@ TEST(LockBeforeTest, OutcomesOfTheAttempt) {
   EXPECT_ERR(EWOULDBLOCK, LockBefore(Deadline::Now(), [&](bool blocking) {
                ++calls;
                EXPECT_FALSE(blocking);
-               return EWOULDBLOCK;
+               return Status::Error(EWOULDBLOCK);
              }));
   EXPECT_EQ(1, calls);
   // Busy, then granted while blocking.
   calls = 0;
   EXPECT_TRUE(LockBefore(Deadline::After(5), [&](bool blocking) {
                 ++calls;
-                return blocking ? 0 : EWOULDBLOCK;
+                return Status::FromErrno(blocking ? 0 : EWOULDBLOCK);
               }).ok());
   EXPECT_EQ(2, calls);
 }
