@@ -415,6 +415,9 @@ for my $name (sort keys %lockers) {
     row "$name: unknown option with a long name", setup => sub { ($path, LOCK_EX) },
         call => sub { $lock->(@_, $long => 1) },
         want => croaks(qr/^$name: unknown option '$long'/);
+    row "$name: unknown option named like the issue's", setup => sub { ($path, LOCK_EX) },
+        call => sub { $lock->(@_, 'a_thirty_nine_character_unknown_option_' => 1) },
+        want => croaks(qr/^$name: unknown option 'a_thirty_nine_character_unknown_option_'/);
     row "$name: option names are case-sensitive", setup => sub { ($path, LOCK_EX) },
         call => sub { $lock->(@_, Timeout => 1) },
         want => croaks(qr/^$name: unknown option 'Timeout'/);
@@ -593,6 +596,9 @@ for my $ref (['HASH', sub { {} }], ['ARRAY', sub { [] }], ['CODE', sub { sub { 1
     row 'lock_holders: ' . lc($type) . ' reference as PATH', setup => sub { ($make->()) }, call => $holders, list => 1,
         want => croaks(qr/^lock_holders: PATH or FH expected, not a $type reference/);
 }
+row 'lock_holders: unknown option with a long name', setup => sub { ($path) },
+    call => sub { lock_holders($_[0], 'a_thirty_nine_character_unknown_option_' => 1) }, list => 1,
+    want => croaks(qr/^lock_holders: unknown option 'a_thirty_nine_character_unknown_option_'/);
 row 'lock_holders: missing PATH', setup => sub { ($missing) }, call => $holders, list => 1, want => fails(ENOENT);
 for my $handle (['closed handle', \&closed_handle], ['glob never opened', \&unopened_handle],
                 ['tied handle', \&tied_handle], ['in-memory handle', \&memory_handle], ['dirhandle', \&dir_handle]) {
@@ -658,6 +664,10 @@ for my $kind (qw(file range)) {
     row "upgrade ($kind guard): unknown option",
         setup => sub { (guard_on($kind, LOCK_SH)) }, call => sub { $_[0]->upgrade(bogus => 1) },
         want => croaks(qr/^\Q$GUARD\E::upgrade: unknown option 'bogus'/);
+    row "upgrade ($kind guard): unknown option with a long name",
+        setup => sub { (guard_on($kind, LOCK_SH)) },
+        call => sub { $_[0]->upgrade('a_thirty_nine_character_unknown_option_' => 1) },
+        want => croaks(qr/^\Q$GUARD\E::upgrade: unknown option 'a_thirty_nine_character_unknown_option_'/);
     row "upgrade ($kind guard): LOCK_NB and a lone key",
         setup => sub { (guard_on($kind, LOCK_SH)) }, call => sub { $_[0]->upgrade(LOCK_NB, 'timeout') },
         want => croaks(qr/^\Q$GUARD\E::upgrade: /);

@@ -1,15 +1,17 @@
 /* XS glue between Perl and the File::Locker engine (src/).
  *
- * Thin by design: convert arguments, call the engine, turn its Status into
- * Perl's false + $! in one place. The engine's values used here (Status,
- * Deadline) are trivially destructible, so a Perl signal handler that dies
- * while we dispatch it may unwind through these frames safely; anything that
- * owns a resource lives inside an engine call and is gone before the engine
- * returns. */
+ * Each XSUB reads and checks every argument first (croaking on a bad one),
+ * then calls the engine, then turns the result into Perl values, lock
+ * outcomes into false/undef with $! set. Perl_croak and a signal handler
+ * that dies both longjmp past C++ destructors, so C++ objects that own
+ * anything live only inside the engine calls, which never croak; the
+ * values kept across them (Status, Deadline, the option structs) are
+ * trivially destructible. */
 
 #include "deadline.h"
 #include "flock_lock.h"
 #include "holders.h"
+#include "kept_files.h"
 #include "lock.h"
 #include "status.h"
 #include "waiter.h"
@@ -34,17 +36,91 @@ namespace {
 struct Guard;
 }
 
-/* Per-interpreter state: the guard class's stash, looked up once, and the
+/* Per-interpreter state: the classes' stashes, looked up once, and the
  * guards this interpreter made that are still alive (for the exit hook). */
 #define MY_CXT_KEY "File::Locker::_guts" XS_VERSION
 typedef struct {
     HV *guard_stash;
-    AV *kept_handles;   /* @File::Locker::_kept_handles */
+    HV *waiter_stash;
     Guard *live_guards; /* a list through Guard::next / Guard::prev */
 } my_cxt_t;
 START_MY_CXT
 
 namespace {
+
+const char kGuardClass[] = "File::Locker::Guard";
+const char kWaiterClass[] = "File::Locker::Waiter";
+
+/* ---- handles ----------------------------------------------------------- */
+
+/* A Perl handle: a glob, a glob reference or an IO reference. */
+struct Handle {
+    GV *gv = NULL; /* its glob, if it has one */
+    IO *io = NULL; /* NULL for a glob without one */
+};
+
+/* Resolves sv as a Handle; false for anything else. Inline: flock's hot
+ * path. */
+inline bool
+as_handle(SV *sv, Handle *out)
+{
+    SV *const target = SvROK(sv) ? SvRV(sv) : sv;
+    if (isGV_with_GP(target)) {
+        out->gv = (GV *)target;
+        out->io = GvIO(out->gv);
+        return true;
+    }
+    if (!SvROK(sv) || SvTYPE(target) != SVt_PVIO)
+        return false;
+    out->io = (IO *)target;
+    return true;
+}
+
+/* The open stream of a handle, or NULL. */
+PerlIO *
+handle_stream(const Handle &handle)
+{
+    return handle.io ? IoIFP(handle.io) : NULL;
+}
+
+/* The descriptor of a handle SV (as as_handle reads it) and its stream:
+ * -1 when it has no open descriptor. */
+int
+handle_fd(pTHX_ SV *sv, PerlIO **fpp)
+{
+    Handle handle;
+    *fpp = as_handle(sv, &handle) ? handle_stream(handle) : NULL;
+    return *fpp ? PerlIO_fileno(*fpp) : -1;
+}
+
+/* A new handle on a duplicate of descriptor fd, made as
+ * `open(my $NAME, MODE, $fd)` in this module made it before: a glob of
+ * that name, outside any stash's symbol table, and none of the caller's
+ * `use open` layers (PerlIO reads those from the running statement, so the
+ * open runs under a copy of it without them). NULL with errno set. */
+SV *
+dup_handle(pTHX_ int fd, const char *mode, const char *name, HV *stash)
+{
+    GV *const gv = (GV *)newSV_type(SVt_NULL);
+    gv_init_pvn(gv, stash, name, strlen(name), 0);
+    SV *const handle = newRV_noinc((SV *)gv);
+    SV *fd_sv = sv_2mortal(newSViv(fd));
+    COP plain = *PL_curcop;
+    plain.cop_hints &= ~(HINT_LEXICAL_IO_IN | HINT_LEXICAL_IO_OUT);
+    ENTER;
+    SAVEVPTR(PL_curcop);
+    PL_curcop = &plain;
+    const bool opened = do_openn(gv, mode, (I32)strlen(mode), FALSE, 0, 0, NULL, &fd_sv, 1);
+    LEAVE;
+    if (opened)
+        return handle;
+    dSAVE_ERRNO;
+    SvREFCNT_dec(handle);
+    RESTORE_ERRNO;
+    return NULL;
+}
+
+/* ---- flock's arguments, read as core reads them ------------------------ */
 
 /* Warns as core's report_evil_fh does for flock() on a handle without an
  * open PerlIO stream, so messages match CORE::flock word for word.
@@ -105,8 +181,7 @@ descriptor_number(pTHX_ SV *sv, int *fd)
 
 /* flock's first argument, resolved as core's rv2gv resolves it. */
 struct FlockTarget {
-    GV *gv = NULL;
-    IO *io = NULL;
+    Handle handle;
     SV *name = NULL; /* names a handle that has no glob, for warnings */
     int fd = -1;     /* set for a descriptor number */
 };
@@ -114,8 +189,8 @@ struct FlockTarget {
 /* Resolves flock's first argument the way CORE::flock does (glob, glob ref,
  * IO object, an object overloading *{}, or a handle name in the caller's
  * package), plus a descriptor number. Croaks where core's rv2gv croaks;
- * warns nothing (flock_descriptor does, after the operation is read, in
- * core's order). */
+ * warns nothing (flock_call does, after the operation is read, in core's
+ * order). */
 FlockTarget
 flock_target(pTHX_ SV *arg)
 {
@@ -123,54 +198,22 @@ flock_target(pTHX_ SV *arg)
     SvGETMAGIC(arg);
     if (SvROK(arg) && SvAMAGIC(arg)) /* *{} overloading, as rv2gv calls it */
         arg = amagic_deref_call(arg, to_gv_amg);
-    if (SvROK(arg)) {
-        SV *const referent = SvRV(arg);
-        if (isGV_with_GP(referent))
-            target.gv = (GV *)referent;
-        else if (SvTYPE(referent) == SVt_PVIO) {
-            target.io = (IO *)referent;
-            target.name = newSVpvs_flags("__ANONIO__", SVs_TEMP); /* as core names it */
-        }
-        else
-            Perl_croak(aTHX_ "Not a GLOB reference");
+    if (as_handle(arg, &target.handle)) {
+        if (!target.handle.gv) /* an IO object: named as core names it */
+            target.name = newSVpvs_flags("__ANONIO__", SVs_TEMP);
     }
-    else if (isGV_with_GP(arg)) {
-        target.gv = (GV *)arg;
-    }
-    else if (!SvOK(arg)) {
+    else if (SvROK(arg))
+        Perl_croak(aTHX_ "Not a GLOB reference");
+    else if (!SvOK(arg))
         Perl_croak(aTHX_ "Can't use an undefined value as a symbol reference");
-    }
     else if (!descriptor_number(aTHX_ arg, &target.fd)) {
         /* At run time an unqualified name resolves in CopSTASH(PL_curcop),
-         * which for an XSUB is the calling statement's package. */
-        target.gv = gv_fetchsv_nomg(arg, 0, SVt_PVIO); /* no glob: unnamed, as in core */
+         * which for an XSUB is the calling statement's package. No glob:
+         * unnamed, as in core. */
+        target.handle.gv = gv_fetchsv_nomg(arg, 0, SVt_PVIO);
+        target.handle.io = target.handle.gv ? GvIO(target.handle.gv) : NULL;
     }
-    if (target.gv)
-        target.io = GvIO(target.gv);
     return target;
-}
-
-/* The descriptor behind a resolved flock target and the stream to flush
- * (NULL for a bare descriptor). False with errno EBADF, after warning as
- * core does, for a handle without a stream. A stream without a descriptor
- * (in-memory, tied) gives *fd = -1, which core hands to flock(2) as well:
- * the kernel checks the operation first (EINVAL), then the descriptor. */
-bool
-flock_descriptor(pTHX_ const FlockTarget &target, int *fd, PerlIO **fpp)
-{
-    *fpp = NULL;
-    *fd = target.fd;
-    if (target.fd >= 0)
-        return true;
-    PerlIO *const fp = target.io ? IoIFP(target.io) : NULL;
-    if (!fp) {
-        report_evil_fh(aTHX_ target.gv, target.io, target.name);
-        errno = EBADF;
-        return false;
-    }
-    *fd = PerlIO_fileno(fp);
-    *fpp = fp;
-    return true;
 }
 
 /* Reads flock's OPERATION as core's pp_flock does (numeric conversion, with
@@ -208,49 +251,238 @@ flock_operation(pTHX_ SV *sv)
     return (int)value;
 }
 
-/* Reads an optional timeout for flock: undef/absent -> unbounded; a
- * negative, NaN or non-numeric value -> false (errno EINVAL). */
-bool
-flock_deadline(pTHX_ SV *timeout, locker::Deadline *deadline)
+/* ---- the other functions' arguments ------------------------------------ */
+
+/* A TIMEOUT in seconds, for flock and the timeout option: undef or absent
+ * (NULL) waits without bound; false for a negative, NaN or non-numeric
+ * value. Inline: flock's hot path. */
+inline bool
+parse_timeout(pTHX_ SV *sv, locker::Deadline *out)
 {
-    if (!timeout || (SvGETMAGIC(timeout), !SvOK(timeout))) {
-        *deadline = locker::Deadline::Never();
+    if (!sv || (SvGETMAGIC(sv), !SvOK(sv))) {
+        *out = locker::Deadline::Never();
         return true;
     }
-    if (!looks_like_number(timeout)) {
-        errno = EINVAL;
+    const NV seconds = looks_like_number(sv) ? SvNV_nomg(sv) : -1;
+    if (Perl_isnan(seconds) || seconds < 0)
         return false;
-    }
-    const NV seconds = SvNV_nomg(timeout);
-    if (Perl_isnan(seconds) || seconds < 0) {
-        errno = EINVAL;
-        return false;
-    }
-    *deadline = locker::Deadline::After((double)seconds);
+    *out = locker::Deadline::After((double)seconds);
     return true;
 }
 
-/* Runs Perl's pending signal handlers (which may die) with errno kept. */
-void
-dispatch_signals(pTHX)
+/* MODE for lock_file / lock_range: LOCK_SH or LOCK_EX, optionally LOCK_NB. */
+int
+lock_mode(pTHX_ SV *sv, const char *func)
 {
-    dSAVE_ERRNO;
-    PERL_ASYNC_CHECK();
-    RESTORE_ERRNO;
+    SvGETMAGIC(sv);
+    /* Exactly an integer: 2.5 must not pass as LOCK_EX. */
+    const NV value = SvOK(sv) && looks_like_number(sv) ? SvNV_nomg(sv) : -1;
+    const int mode = value >= 0 && value <= INT_MAX && value == floor(value) ? (int)value : -1;
+    const int base = mode & ~LOCK_NB;
+    if (mode < 0 || (base != LOCK_SH && base != LOCK_EX))
+        Perl_croak(aTHX_ "%s: MODE must be LOCK_SH or LOCK_EX, optionally | LOCK_NB", func);
+    return mode;
 }
 
-/* Calls call() -> Status until it is not interrupted, running Perl's
- * signal handlers after each EINTR, as the engine's contract asks. Nothing
- * here owns a resource, so a handler that dies unwinds cleanly. */
+/* A byte range for lock_range / range_conflict (whole for lock_file). */
+struct ByteRange {
+    bool whole = true;
+    locker::Pos start = 0;
+    locker::Pos end = 0;
+    off_t length = 0; /* as given (0: to end of file) */
+};
+
+/* OFFSET or LENGTH: a non-negative integer that fits in off_t; croaks. */
+off_t
+range_number(pTHX_ SV *sv, const char *func, const char *name)
+{
+    SvGETMAGIC(sv);
+    if (!SvOK(sv) || !looks_like_number(sv))
+        Perl_croak(aTHX_ "%s: %s must be a non-negative integer", func, name);
+    UV digits;
+    STRLEN len;
+    const char *pv;
+    bool too_large;
+    if (!SvIOK(sv) && SvPOK(sv) && (pv = SvPV_nomg_const(sv, len)) &&
+        grok_number(pv, len, &digits) == IS_NUMBER_IN_UV) { /* exact decimal string */
+        too_large = digits > (UV)IV_MAX;
+    }
+    else if (SvIOK(sv)) { /* exact: NVs lose precision above 2**53 */
+        if (!SvIsUV(sv) && SvIVX(sv) < 0)
+            Perl_croak(aTHX_ "%s: %s must be a non-negative integer", func, name);
+        digits = SvUVX(sv);
+        too_large = SvIsUV(sv) && digits > (UV)IV_MAX;
+    }
+    else {
+        const NV value = SvNV_nomg(sv);
+        if (Perl_isnan(value) || value < 0 || value != floor(value))
+            Perl_croak(aTHX_ "%s: %s must be a non-negative integer", func, name);
+        too_large = value >= 9223372036854775808.0; /* 2**63: beyond off_t */
+        digits = too_large ? 0 : (UV)value;
+    }
+    if (too_large)
+        Perl_croak(aTHX_ "%s: %s is too large for this platform's off_t", func, name);
+    return (off_t)digits;
+}
+
+/* OFFSET and LENGTH as a ByteRange; croaks. */
+ByteRange
+range_arguments(pTHX_ SV *offset, SV *length, const char *func)
+{
+    ByteRange range;
+    range.whole = false;
+    const off_t start = range_number(aTHX_ offset, func, "OFFSET");
+    range.length = range_number(aTHX_ length, func, "LENGTH");
+    if (!locker::RangeEnd(start, range.length, &range.end).ok())
+        Perl_croak(aTHX_ "%s: OFFSET + LENGTH is too large for this platform's off_t", func);
+    range.start = (locker::Pos)start;
+    return range;
+}
+
+/* PATH | FH of lock_file, lock_range, range_conflict and lock_holders, read
+ * once (a tied PATH is fetched once). */
+struct LockTarget {
+    SV *arg = NULL;   /* as given */
+    bool by_handle = false;
+    PerlIO *fp = NULL; /* the handle's stream, if open */
+    int fd = -1;       /* its descriptor: -1 when not open */
+    SV *path = NULL;   /* a mortal copy of PATH, which handlers cannot change */
+};
+
+/* Reads PATH | FH: a handle, or a defined, non-empty PATH without NUL bytes
+ * (croaks otherwise). */
+LockTarget
+lock_target(pTHX_ SV *arg, const char *func)
+{
+    LockTarget target;
+    target.arg = arg;
+    Handle handle;
+    if (as_handle(arg, &handle)) {
+        target.by_handle = true;
+        target.fp = handle_stream(handle);
+        target.fd = target.fp ? PerlIO_fileno(target.fp) : -1;
+        return target;
+    }
+    SvGETMAGIC(arg);
+    if (!SvOK(arg))
+        Perl_croak(aTHX_ "%s: PATH or FH is undefined", func);
+    if (SvROK(arg))
+        Perl_croak(aTHX_ "%s: PATH or FH expected, not a %s reference", func,
+                   sv_reftype(SvRV(arg), 0));
+    STRLEN len;
+    const char *pv = SvPV_nomg_const(arg, len);
+    if (len == 0)
+        Perl_croak(aTHX_ "%s: PATH is empty", func);
+    if (memchr(pv, 0, len))
+        Perl_croak(aTHX_ "%s: PATH contains a NUL byte", func);
+    target.path = newSVpvn_flags(pv, len, SVs_TEMP | SvUTF8(arg));
+    return target;
+}
+
+/* PATH as the engine takes it. */
+std::string
+path_of(const LockTarget &target)
+{
+    return std::string(SvPVX_const(target.path), SvCUR(target.path));
+}
+
+/* The options each function takes. */
+enum : unsigned {
+    kTimeoutOption = 1,  /* timeout => SECONDS */
+    kCoherentOption = 2, /* coherent => BOOL */
+    kPathOptions = 4,    /* create, perms, follow_symlinks, unlink */
+    kWaitersOption = 8,  /* waiters => BOOL (lock_holders) */
+    kLockOptions = kTimeoutOption | kCoherentOption | kPathOptions,
+};
+
+struct Options {
+    locker::Deadline deadline = locker::Deadline::Never();
+    locker::PathOptions path;
+    bool path_only_given = false;
+    bool coherent = false;
+    bool waiters = false;
+};
+
+/* Reads one of the PATH-only options into *out; false for another name. */
+bool
+path_option(pTHX_ const char *key, STRLEN len, SV *value, const char *func,
+            locker::PathOptions *out)
+{
+    if (memEQs(key, len, "create"))
+        out->create = SvTRUE(value);
+    else if (memEQs(key, len, "follow_symlinks"))
+        out->follow_symlinks = SvTRUE(value);
+    else if (memEQs(key, len, "unlink"))
+        out->unlink = SvTRUE(value);
+    else if (memEQs(key, len, "perms")) {
+        const NV perms = looks_like_number(value) ? SvNV(value) : -1;
+        if (!(perms >= 0 && perms <= 07777) || perms != floor(perms))
+            Perl_croak(aTHX_ "%s: perms must be a file mode such as 0666", func);
+        out->perms = (mode_t)perms;
+    }
+    else
+        return false;
+    return true;
+}
+
+/* Reads the `count` option arguments at args, of the kinds `allowed`.
+ * Names are compared in place: nothing here has a destructor, so a croak
+ * (a long unknown name included) leaks nothing. */
+Options
+parse_options(pTHX_ SV **args, I32 count, const char *func, unsigned allowed)
+{
+    Options options;
+    if (count % 2)
+        Perl_croak(aTHX_ "%s: odd number of option arguments", func);
+    for (I32 i = 0; i < count; i += 2) {
+        STRLEN len;
+        const char *key = SvPV_const(args[i], len);
+        SV *const value = args[i + 1];
+        if ((allowed & kTimeoutOption) && memEQs(key, len, "timeout")) {
+            if (!parse_timeout(aTHX_ value, &options.deadline))
+                Perl_croak(aTHX_ "%s: timeout must be a non-negative number of seconds", func);
+        }
+        else if ((allowed & kCoherentOption) && memEQs(key, len, "coherent"))
+            options.coherent = SvTRUE(value);
+        else if ((allowed & kWaitersOption) && memEQs(key, len, "waiters"))
+            options.waiters = SvTRUE(value);
+        else if ((allowed & kPathOptions) && path_option(aTHX_ key, len, value, func, &options.path))
+            options.path_only_given = true;
+        else
+            Perl_croak(aTHX_ "%s: unknown option '%" SVf "'", func, SVfARG(args[i]));
+    }
+    return options;
+}
+
+/* Croaks if PATH-only options came with a handle. */
+void
+check_path_options(pTHX_ const LockTarget &target, const Options &options, const char *func)
+{
+    if (target.by_handle && options.path_only_given)
+        Perl_croak(aTHX_ "%s: create, perms, follow_symlinks and unlink apply to a PATH only", func);
+}
+
+/* ---- calling the engine ------------------------------------------------- */
+
+/* Calls call() -> Status, setting errno from a failure. After an EINTR it
+ * runs Perl's pending signal handlers, which may die (so call() must leave
+ * nothing with a destructor alive when it returns), then calls again if
+ * resume, else answers EINTR. */
 template <typename Call>
 locker::Status
-until_not_interrupted(pTHX_ Call &&call)
+until_not_interrupted(pTHX_ bool resume, Call &&call)
 {
     for (;;) {
         const locker::Status status = call();
+        if (status.ok())
+            return status;
+        errno = status.err();
         if (status.err() != EINTR)
             return status;
-        dispatch_signals(aTHX);
+        PERL_ASYNC_CHECK();
+        errno = EINTR; /* a handler may have changed it */
+        if (!resume)
+            return status;
     }
 }
 
@@ -276,30 +508,34 @@ int
 flock_call(pTHX_ SV *fh, SV *operation, SV *timeout)
 {
     /* In core's order: the handle is resolved (croaks), then the operation
-     * read (warns), then a handle without a stream reported (warns). */
+     * read (warns), then a handle without a stream reported (warns). A
+     * stream without a descriptor (in-memory, tied) gives fd -1, which core
+     * hands to flock(2) as well: the kernel checks the operation first
+     * (EINVAL), then the descriptor. */
     const FlockTarget target = flock_target(aTHX_ fh);
     const int op = flock_operation(aTHX_ operation);
-    int fd;
-    PerlIO *fp;
-    locker::Deadline deadline = locker::Deadline::Never();
-    const bool has_stream = flock_descriptor(aTHX_ target, &fd, &fp);
-    if (!has_stream || !flock_deadline(aTHX_ timeout, &deadline))
+    int fd = target.fd;
+    PerlIO *const fp = fd < 0 ? handle_stream(target.handle) : NULL;
+    if (fd < 0 && !fp) {
+        report_evil_fh(aTHX_ target.handle.gv, target.handle.io, target.name);
+        errno = EBADF;
         return 0;
-    if (fp && !nothing_buffered(fp))
-        (void)PerlIO_flush(fp);
-    for (;;) {
-        const locker::Status status = locker::Flock(fd, op, deadline);
-        if (status.ok())
-            return 1;
-        errno = status.err();
-        if (status.err() != EINTR)
-            return 0;
-        /* As in core, handlers run and an untimed wait ends with EINTR;
-         * a timed wait goes on with the time left. */
-        dispatch_signals(aTHX);
-        if (deadline.is_never())
-            return 0;
     }
+    locker::Deadline deadline = locker::Deadline::Never();
+    if (!parse_timeout(aTHX_ timeout, &deadline)) {
+        errno = EINVAL;
+        return 0;
+    }
+    if (fp) {
+        fd = PerlIO_fileno(fp);
+        if (!nothing_buffered(fp))
+            (void)PerlIO_flush(fp);
+    }
+    /* As in core, handlers run and an untimed wait ends with EINTR; a
+     * timed wait goes on with the time left. */
+    return until_not_interrupted(aTHX_ !deadline.is_never(), [&] {
+               return locker::Flock(fd, op, deadline);
+           }).ok();
 }
 
 /* ---- flock as a custom op ---------------------------------------------
@@ -374,205 +610,92 @@ flock_call_checker(pTHX_ OP *entersub, GV *namegv, SV *protosv)
     return flockop;
 }
 
-/* ---- guards ---------------------------------------------------------- */
+/* ---- objects owned through magic --------------------------------------- */
 
-const char kGuardClass[] = "File::Locker::Guard";
-
-/* What a File::Locker::Guard object owns, through magic on the object's
- * referent (never through its value, so no copy of the object can own it). */
-struct Guard final {
-    locker::Lock lock;
-    PerlInterpreter *owner = nullptr; /* the interpreter (ithread) that locked */
-    SV *self = nullptr;               /* the referent the magic is attached to */
-    SV *handle = nullptr;             /* counted: user's handle, or fh()'s dup */
-    bool borrowed = false;            /* locked through the user's handle */
-    bool path_utf8 = false;           /* PATH was a character string */
-    IV offset = 0, length = 0;        /* as given, for a range */
-    Guard *prev = nullptr, *next = nullptr; /* MY_CXT.live_guards */
-};
-
-bool
-guard_released(const Guard *guard)
-{
-    return guard->lock.released();
-}
-
-/* Croaks "FUNC: MESSAGE" with the calling function named. */
-#define lk_croak(func, ...) Perl_croak(aTHX_ func ": " __VA_ARGS__)
-
-/* The descriptor of a Perl handle (glob, glob ref, IO ref), or -1 with
- * errno EBADF when it has no open descriptor. */
-int
-handle_fd(pTHX_ SV *handle, PerlIO **fpp)
-{
-    SV *target = SvROK(handle) ? SvRV(handle) : handle;
-    IO *io = NULL;
-    if (isGV_with_GP(target))
-        io = GvIO((GV *)target);
-    else if (SvTYPE(target) == SVt_PVIO)
-        io = (IO *)target;
-    PerlIO *const fp = io ? IoIFP(io) : NULL;
-    const int fd = fp ? PerlIO_fileno(fp) : -1;
-    *fpp = fp;
-    if (fd < 0)
-        errno = EBADF;
-    return fd;
-}
-
-/* True for a glob, a glob reference or an IO reference. */
-bool
-is_handle(pTHX_ SV *sv)
-{
-    if (isGV_with_GP(sv))
-        return true;
-    if (!SvROK(sv))
-        return false;
-    SV *const target = SvRV(sv);
-    return isGV_with_GP(target) || SvTYPE(target) == SVt_PVIO;
-}
-
-/* MODE for lock_file / lock_range: LOCK_SH or LOCK_EX, optionally LOCK_NB. */
-int
-lock_mode(pTHX_ SV *sv, const char *func)
-{
-    SvGETMAGIC(sv);
-    /* Exactly an integer: 2.5 must not pass as LOCK_EX. */
-    const NV value = SvOK(sv) && looks_like_number(sv) ? SvNV_nomg(sv) : -1;
-    const int mode = value >= 0 && value <= INT_MAX && value == floor(value) ? (int)value : -1;
-    const int base = mode & ~LOCK_NB;
-    if (mode < 0 || (base != LOCK_SH && base != LOCK_EX))
-        Perl_croak(aTHX_ "%s: MODE must be LOCK_SH or LOCK_EX, optionally | LOCK_NB", func);
-    return mode;
-}
-
-/* A timeout option: undef -> unbounded; otherwise a non-negative number. */
-locker::Deadline
-timeout_option(pTHX_ SV *sv, const char *func)
-{
-    SvGETMAGIC(sv);
-    if (!SvOK(sv))
-        return locker::Deadline::Never();
-    const NV seconds = looks_like_number(sv) ? SvNV_nomg(sv) : -1;
-    if (Perl_isnan(seconds) || seconds < 0)
-        Perl_croak(aTHX_ "%s: timeout must be a non-negative number of seconds", func);
-    return locker::Deadline::After((double)seconds);
-}
-
-struct LockOptions {
-    locker::Deadline deadline = locker::Deadline::Never();
-    locker::PathOptions path;
-    bool path_only_given = false;
-    bool coherent = false;
-};
-
-/* Parses %options of lock_file / lock_range from ST(first) on. */
-void
-lock_options(pTHX_ SV **args, I32 count, const char *func, LockOptions *out)
-{
-    if (count % 2)
-        Perl_croak(aTHX_ "%s: odd number of option arguments", func);
-    for (I32 i = 0; i < count; i += 2) {
-        STRLEN len;
-        const char *key = SvPV_const(args[i], len);
-        SV *const value = args[i + 1];
-        /* Compared in place: this loop croaks, so it keeps nothing with a
-         * destructor (a std::string key longer than the small-string buffer
-         * was leaked by every croak). */
-        if (memEQs(key, len, "timeout")) {
-            out->deadline = timeout_option(aTHX_ value, func);
-            continue;
-        }
-        if (memEQs(key, len, "coherent")) {
-            out->coherent = SvTRUE(value);
-            continue;
-        }
-        out->path_only_given = true;
-        if (memEQs(key, len, "create"))
-            out->path.create = SvTRUE(value);
-        else if (memEQs(key, len, "follow_symlinks"))
-            out->path.follow_symlinks = SvTRUE(value);
-        else if (memEQs(key, len, "unlink"))
-            out->path.unlink = SvTRUE(value);
-        else if (memEQs(key, len, "perms")) {
-            const NV perms = looks_like_number(value) ? SvNV(value) : -1;
-            if (!(perms >= 0 && perms <= 07777) || perms != floor(perms))
-                Perl_croak(aTHX_ "%s: perms must be a file mode such as 0666", func);
-            out->path.perms = (mode_t)perms;
-        }
-        else
-            Perl_croak(aTHX_ "%s: unknown option '%" SVf "'", func, SVfARG(args[i]));
-    }
-}
-
-/* PATH argument: a defined, non-empty string without NUL bytes. */
-std::string
-path_argument(pTHX_ SV *sv, const char *func)
-{
-    SvGETMAGIC(sv);
-    if (!SvOK(sv))
-        Perl_croak(aTHX_ "%s: PATH or FH is undefined", func);
-    if (SvROK(sv))
-        Perl_croak(aTHX_ "%s: PATH or FH expected, not a %s reference", func,
-                   sv_reftype(SvRV(sv), 0));
-    STRLEN len;
-    const char *pv = SvPV_nomg_const(sv, len);
-    if (len == 0)
-        Perl_croak(aTHX_ "%s: PATH is empty", func);
-    if (memchr(pv, 0, len))
-        Perl_croak(aTHX_ "%s: PATH contains a NUL byte", func);
-    return std::string(pv, len);
-}
-
-int guard_free(pTHX_ SV *sv, MAGIC *mg);
-
-/* The magic that ties a Guard to its object: get, set, len, clear, free,
- * copy, dup, local. No dup: a new ithread gets no guard (CLONE_SKIP). */
-const MGVTBL guard_vtbl = {NULL, NULL, NULL, NULL, guard_free, NULL, NULL, NULL};
-
-/* The Guard behind a File::Locker::Guard object, or NULL. Only the referent
- * the magic was made for counts: a copy made behind the guard's back
- * (Storable, a cloner that copies magic) owns nothing. */
-Guard *
-guard_lookup(pTHX_ SV *self)
+/* A guard or waiter belongs to its object's referent through ext magic
+ * (never through the object's value, so no copy of it can own anything);
+ * mg_obj and the C++ object's `self` both name that referent, so a copy's
+ * magic (Storable, a cloner that copies magic) is told apart untouched. */
+template <typename Object>
+Object *
+object_lookup(pTHX_ SV *self, const MGVTBL *vtbl)
 {
     if (!SvROK(self))
         return NULL;
     SV *const referent = SvRV(self);
     if (!SvOBJECT(referent) || SvTYPE(referent) < SVt_PVMG)
         return NULL;
-    MAGIC *const mg = mg_findext(referent, PERL_MAGIC_ext, &guard_vtbl);
-    /* mg_obj names the referent the magic was made for, so a copy is told
-     * apart without touching a Guard the original may have freed. */
+    MAGIC *const mg = mg_findext(referent, PERL_MAGIC_ext, vtbl);
     if (!mg || mg->mg_obj != referent || !mg->mg_ptr)
         return NULL;
-    Guard *const guard = (Guard *)mg->mg_ptr;
-    return guard->self == referent ? guard : NULL;
+    Object *const object = (Object *)mg->mg_ptr;
+    return object->self == referent ? object : NULL;
 }
 
-/* The same, croaking naming the method and the expected class. */
-Guard *
-guard_from(pTHX_ SV *self, const char *method)
+/* The same for a method's invocant (the typemap's INPUT), croaking with
+ * the method, as called, and its class named. */
+template <typename Object>
+Object *
+invocant(pTHX_ SV *self, const MGVTBL *vtbl, CV *method, const char *cls)
 {
-    Guard *const guard = guard_lookup(aTHX_ self);
-    if (!guard)
-        Perl_croak(aTHX_ "%s::%s: invocant is not a %s object", kGuardClass, method,
-                   kGuardClass);
-    return guard;
+    Object *const object = object_lookup<Object>(aTHX_ self, vtbl);
+    if (!object)
+        Perl_croak(aTHX_ "%s::%s: invocant is not a %s object", cls, GvNAME(CvGV(method)), cls);
+    return object;
 }
+
+/* Makes a mortal object of class stash owning `object` (a heap pointer,
+ * from then on freed by vtbl's free hook). */
+template <typename Object>
+SV *
+new_object(pTHX_ Object *object, const MGVTBL *vtbl, HV *stash)
+{
+    SV *const referent = newSV_type(SVt_PVMG);
+    object->self = referent;
+    (void)sv_magicext(referent, referent, PERL_MAGIC_ext, vtbl, (const char *)object, 0);
+    return sv_bless(sv_2mortal(newRV_noinc(referent)), stash);
+}
+
+/* What a guard or waiter remembers of the call that made it. */
+struct Origin {
+    PerlInterpreter *owner = nullptr; /* the interpreter (ithread) that asked */
+    SV *self = nullptr;               /* the referent the magic is attached to */
+    SV *handle = nullptr;             /* counted: user's handle, or fh()'s dup */
+    bool borrowed = false;            /* locked through the user's handle */
+    bool path_utf8 = false;           /* PATH was a character string */
+    IV offset = 0, length = 0;        /* as given, for a range */
+
+    Origin() = default;
+    Origin(pTHX_ const LockTarget &target, const ByteRange &range)
+        : owner(aTHX),
+          handle(!target.by_handle ? nullptr
+                 : SvROK(target.arg) ? newSVsv(target.arg)
+                                     : newRV_inc(target.arg)),
+          borrowed(target.by_handle), path_utf8(target.path && SvUTF8(target.path)),
+          offset((IV)range.start), length((IV)range.length)
+    {
+    }
+};
+
+/* ---- guards ------------------------------------------------------------ */
+
+/* A File::Locker::Guard object's lock. */
+struct Guard final : Origin {
+    locker::Lock lock;
+    Guard *prev = nullptr, *next = nullptr; /* MY_CXT.live_guards */
+};
+
+int guard_free(pTHX_ SV *sv, MAGIC *mg);
+
+/* get, set, len, clear, free, copy, dup, local. No dup: a new ithread gets
+ * no guard (CLONE_SKIP). */
+const MGVTBL guard_vtbl = {NULL, NULL, NULL, NULL, guard_free, NULL, NULL, NULL};
 
 /* True in the process and interpreter (ithread) that took the lock. */
 bool
 guard_is_ours(pTHX_ const Guard *guard)
 {
     return guard->owner == aTHX && guard->lock.InOwnerProcess();
-}
-
-void
-guard_require_owner(pTHX_ const Guard *guard, const char *method)
-{
-    if (!guard_is_ours(aTHX_ guard))
-        Perl_croak(aTHX_ "%s::%s: the lock belongs to another process or thread",
-                   kGuardClass, method);
 }
 
 /* Flushes the guard's Perl handle, so the next holder sees what was
@@ -589,7 +712,7 @@ guard_flush(pTHX_ Guard *guard)
 void
 guard_release(pTHX_ Guard *guard)
 {
-    if (guard_released(guard))
+    if (guard->lock.released())
         return;
     if (guard->owner != aTHX && guard->lock.InOwnerProcess())
         return; /* another ithread's: never ours to touch */
@@ -598,55 +721,21 @@ guard_release(pTHX_ Guard *guard)
     guard->lock.Release();
 }
 
-/* Lets go of kept fh() handles whose file has no classic locks left. */
+/* Prologue of the methods that change the lock. */
 void
-sweep_kept_handles(pTHX_ AV *kept)
+guard_check_change(pTHX_ Guard *guard, const char *method)
 {
-    if (AvFILLp(kept) < 0)
-        return;
-    for (SSize_t i = AvFILLp(kept); i >= 0; --i) {
-        AV *const entry = (AV *)SvRV(AvARRAY(kept)[i]);
-        const locker::InodeKey inode{(dev_t)SvUV(AvARRAY(entry)[0]),
-                                     (ino_t)SvUV(AvARRAY(entry)[1])};
-        if (locker::ClassicLocksHeld(inode))
-            continue;
-        SV *const gone = AvARRAY(kept)[i];
-        AvARRAY(kept)[i] = AvARRAY(kept)[AvFILLp(kept)];
-        AvARRAY(kept)[AvFILLp(kept)] = NULL;
-        AvFILLp(kept)--;
-        SvREFCNT_dec(gone);
-    }
-}
-
-/* A kept fh() handle that shares lock's open file description (a later
- * guard reusing the description an earlier one kept idle), taken out of
- * the kept list: reusing it keeps their number bounded by the descriptions
- * alive at once. A mortal, or undef. */
-SV *
-take_kept_handle(pTHX_ const locker::Lock &lock)
-{
-    dMY_CXT;
-    AV *const kept = MY_CXT.kept_handles;
-    for (SSize_t i = AvFILLp(kept); i >= 0; --i) {
-        AV *const entry = (AV *)SvRV(AvARRAY(kept)[i]);
-        PerlIO *fp;
-        const int fd = handle_fd(aTHX_ AvARRAY(entry)[2], &fp);
-        if (fd < 0 || !locker::SameOpenFile(fd, lock.fd()))
-            continue;
-        SV *const handle = sv_2mortal(SvREFCNT_inc(AvARRAY(entry)[2]));
-        SV *const gone = AvARRAY(kept)[i];
-        AvARRAY(kept)[i] = AvARRAY(kept)[AvFILLp(kept)];
-        AvARRAY(kept)[AvFILLp(kept)] = NULL;
-        AvFILLp(kept)--;
-        SvREFCNT_dec(gone);
-        return handle;
-    }
-    return &PL_sv_undef;
+    if (!guard_is_ours(aTHX_ guard))
+        Perl_croak(aTHX_ "%s::%s: the lock belongs to another process or thread",
+                   kGuardClass, method);
+    if (guard->lock.released())
+        Perl_croak(aTHX_ "%s::%s: the guard was released", kGuardClass, method);
+    guard_flush(aTHX_ guard);
 }
 
 /* Frees a guard's object: releases the lock as guard_release does. A
- * handle made by fh() whose close would drop this process's classic locks
- * on the file is kept until they are gone. */
+ * handle fh() made goes with it, unless the engine keeps it because its
+ * close would drop this process's classic locks on the file. */
 int
 guard_free(pTHX_ SV *sv, MAGIC *mg)
 {
@@ -663,229 +752,106 @@ guard_free(pTHX_ SV *sv, MAGIC *mg)
         if (guard->next)
             guard->next->prev = guard->prev;
     }
-    /* Classic locks only: with OFD locks no close can drop another lock. */
-    const locker::InodeKey inode =
-        locker::UsingOfdLocks() ? locker::InodeKey() : guard->lock.inode();
     SV *const handle = guard->handle;
-    /* A handle fh() made shares the lock's description. If the caller
-     * still has it, the description must never serve as a fresh one again;
-     * if only we have it, it may, handing the handle on (take_kept_handle).
-     * Either way we keep a reference while closing it would drop the
-     * process's classic locks. */
-    const bool theirs = handle && !guard->borrowed && SvROK(handle) &&
-                        SvREFCNT(SvRV(handle)) > 1;
+    SV *const made = guard->borrowed ? NULL : handle;
+    /* A handle fh() made shares the lock's description: while the caller
+     * still has it, the description must never serve as a fresh one, nor
+     * the handle be handed to another guard (fd -1 below). */
+    const bool theirs = made && SvREFCNT(SvRV(made)) > 1;
     if (theirs && guard_is_ours(aTHX_ guard.get()))
         guard->lock.MarkShared();
+    const locker::InodeKey file = locker::FileToWatch(guard->lock);
     guard_release(aTHX_ guard.get());
-    const bool keep = handle && !guard->borrowed && locker::ClassicLocksHeld(inode);
     guard.reset();
-    AV *const kept = MY_CXT.kept_handles;
-    if (keep) {
-        AV *const entry = newAV();
-        av_push(entry, newSVuv((UV)inode.dev));
-        av_push(entry, newSVuv((UV)inode.ino));
-        av_push(entry, handle);
-        av_push(kept, newRV_noinc((SV *)entry));
-    }
-    else
+    PerlIO *fp;
+    const int fd = theirs || !made ? -1 : handle_fd(aTHX_ made, &fp);
+    if (!made || !locker::KeepIfLocked(aTHX, made, fd, file))
         SvREFCNT_dec(handle);
-    sweep_kept_handles(aTHX_ kept);
+    while (SV *const closable = (SV *)locker::TakeClosable(aTHX))
+        SvREFCNT_dec(closable);
     return 0;
 }
 
-/* Wraps a heap Guard in a new mortal File::Locker::Guard object. */
+/* Wraps a granted guard in a new mortal File::Locker::Guard object. */
 SV *
-new_guard_object(pTHX_ std::unique_ptr<Guard> guard)
+new_guard_object(pTHX_ Guard *guard)
 {
     dMY_CXT;
-    SV *const object = newSV_type(SVt_PVMG);
-    guard->self = object;
     guard->next = MY_CXT.live_guards;
     if (guard->next)
-        guard->next->prev = guard.get();
-    MY_CXT.live_guards = guard.get();
-    (void)sv_magicext(object, object, PERL_MAGIC_ext, &guard_vtbl, (const char *)guard.release(), 0);
-    SV *const rv = sv_2mortal(newRV_noinc(object));
-    (void)sv_bless(rv, MY_CXT.guard_stash);
-    return rv;
+        guard->next->prev = guard;
+    MY_CXT.live_guards = guard;
+    return new_object(aTHX_ guard, &guard_vtbl, MY_CXT.guard_stash);
 }
 
-/* A byte range for lock_range / range_conflict. */
-struct ByteRange {
-    bool whole = true;
-    locker::Pos start = 0;
-    locker::Pos end = 0;
-    off_t length = 0; /* as given (0: to end of file) */
-};
-
-/* OFFSET and LENGTH: non-negative integers that fit in off_t; croaks. */
-ByteRange
-range_arguments(pTHX_ SV *offset, SV *length, const char *func)
+/* One try of take_lock's: through the caller's descriptor, or PATH. */
+locker::Status
+acquire(locker::Lock *lock, const LockTarget &target, int mode, const ByteRange &range,
+        const Options &options)
 {
-    ByteRange range;
-    range.whole = false;
-    SV *args[2] = {offset, length};
-    const char *names[2] = {"OFFSET", "LENGTH"};
-    off_t exact[2];
-    for (int i = 0; i < 2; ++i) {
-        SvGETMAGIC(args[i]);
-        if (!SvOK(args[i]) || !looks_like_number(args[i]))
-            Perl_croak(aTHX_ "%s: %s must be a non-negative integer", func, names[i]);
-        UV digits;
-        STRLEN len;
-        const char *pv;
-        if (!SvIOK(args[i]) && SvPOK(args[i]) && (pv = SvPV_nomg_const(args[i], len)) &&
-            grok_number(pv, len, &digits) == IS_NUMBER_IN_UV) { /* exact decimal string */
-            if (digits > (UV)IV_MAX)
-                Perl_croak(aTHX_ "%s: %s is too large for this platform's off_t", func, names[i]);
-            exact[i] = (off_t)digits;
-            continue;
-        }
-        if (SvIOK(args[i])) { /* exact: NVs lose precision above 2**53 */
-            if (SvIsUV(args[i]) ? SvUVX(args[i]) > (UV)IV_MAX : SvIVX(args[i]) < 0) {
-                if (SvIsUV(args[i]))
-                    Perl_croak(aTHX_ "%s: %s is too large for this platform's off_t", func, names[i]);
-                Perl_croak(aTHX_ "%s: %s must be a non-negative integer", func, names[i]);
-            }
-            exact[i] = (off_t)SvIVX(args[i]);
-            continue;
-        }
-        const NV value = SvNV_nomg(args[i]);
-        if (Perl_isnan(value) || value < 0 || value != floor(value))
-            Perl_croak(aTHX_ "%s: %s must be a non-negative integer", func, names[i]);
-        if (value >= 9223372036854775808.0) /* 2**63: beyond off_t */
-            Perl_croak(aTHX_ "%s: %s is too large for this platform's off_t", func, names[i]);
-        exact[i] = (off_t)value;
-    }
-    const off_t start = exact[0];
-    const off_t len = exact[1];
-    if (!locker::RangeEnd(start, len, &range.end).ok())
-        Perl_croak(aTHX_ "%s: OFFSET + LENGTH is too large for this platform's off_t", func);
-    range.start = (locker::Pos)start;
-    range.length = len;
-    return range;
+    const locker::Deadline &deadline = options.deadline;
+    if (target.by_handle)
+        return range.whole ? lock->AcquireDescriptor(target.fd, mode, deadline)
+                           : lock->AcquireDescriptor(target.fd, mode, range.start, range.end,
+                                                     deadline);
+    const std::string path = path_of(target);
+    return range.whole ? lock->AcquirePath(path, mode, options.path, deadline)
+                       : lock->AcquirePath(path, mode, range.start, range.end, options.path,
+                                           deadline);
 }
 
-/* Takes a lock for lock_file (range.whole) or lock_range: on PATH (opened
- * here) or on the user's handle. Perl signal handlers run during the wait;
- * the wait goes on until the lock or the deadline unless one dies. Returns a
- * mortal guard, or NULL with errno set. */
+/* Takes the lock of lock_file (range.whole) or lock_range. The wait goes
+ * on through Perl's signal handlers until the lock or the deadline, unless
+ * one dies. A mortal guard, or NULL with errno set. */
 SV *
-take_lock(pTHX_ SV *target, int mode, const ByteRange &range,
-          const LockOptions &options, const char *func)
+take_lock(pTHX_ const LockTarget &target, int mode, const ByteRange &range,
+          const Options &options)
 {
-    const bool by_handle = is_handle(aTHX_ target);
-    if (by_handle && options.path_only_given)
-        Perl_croak(aTHX_ "%s: create, perms, follow_symlinks and unlink apply to a PATH only", func);
-
-    int fd = -1;
-    if (by_handle) {
-        PerlIO *fp;
-        fd = handle_fd(aTHX_ target, &fp);
-        if (fd < 0)
+    if (target.by_handle) {
+        if (target.fd < 0) {
+            errno = EBADF;
             return NULL;
-        (void)PerlIO_flush(fp);
-    }
-    for (;;) {
-        int err;
-        {
-            /* Every C++ object with a destructor lives in this block and is
-             * gone before Perl signal handlers run (they may die). */
-            auto guard = std::make_unique<Guard>();
-            locker::Lock &lock = guard->lock;
-            lock.set_coherent(options.coherent);
-            locker::Status status = locker::Status::Ok();
-            if (by_handle) {
-                status = range.whole
-                             ? lock.AcquireDescriptor(fd, mode, options.deadline)
-                             : lock.AcquireDescriptor(fd, mode, range.start, range.end,
-                                                      options.deadline);
-            }
-            else {
-                const std::string path = path_argument(aTHX_ target, func);
-                status = range.whole
-                             ? lock.AcquirePath(path, mode, options.path, options.deadline)
-                             : lock.AcquirePath(path, mode, range.start, range.end,
-                                                options.path, options.deadline);
-            }
-            if (status.ok()) {
-                guard->owner = aTHX;
-                guard->borrowed = by_handle;
-                guard->path_utf8 = !by_handle && SvUTF8(target);
-                guard->offset = (IV)range.start;
-                guard->length = (IV)range.length;
-                if (by_handle)
-                    guard->handle = SvROK(target) ? newSVsv(target) : newRV_inc(target);
-                return new_guard_object(aTHX_ std::move(guard));
-            }
-            err = status.err();
         }
-        errno = err;
-        if (err != EINTR)
-            return NULL;
-        dispatch_signals(aTHX);
+        (void)PerlIO_flush(target.fp);
     }
+    Guard *granted = NULL;
+    const locker::Status status = until_not_interrupted(aTHX_ true, [&] {
+        auto guard = std::make_unique<Guard>();
+        guard->lock.set_coherent(options.coherent);
+        const locker::Status taken = acquire(&guard->lock, target, mode, range, options);
+        if (taken.ok())
+            granted = guard.release();
+        return taken;
+    });
+    if (!status.ok())
+        return NULL;
+    static_cast<Origin &>(*granted) = Origin(aTHX_ target, range);
+    return new_guard_object(aTHX_ granted);
 }
 
-/* Guard method prologue for methods that change the lock. */
-Guard *
-guard_for_change(pTHX_ SV *self, const char *method)
+/* Runs at interpreter exit, after Perl has freed every object it could:
+ * releases the locks of guards that are never freed (kept alive by a
+ * reference cycle), as their release would have. Guards free themselves
+ * through their magic; there is no DESTROY method to call. */
+void
+release_leftover_guards(pTHX_ void *)
 {
-    Guard *guard = guard_from(aTHX_ self, method);
-    guard_require_owner(aTHX_ guard, method);
-    if (guard_released(guard))
-        Perl_croak(aTHX_ "%s::%s: the guard was released", kGuardClass, method);
-    guard_flush(aTHX_ guard);
-    return guard;
+    dMY_CXT;
+    for (Guard *guard = MY_CXT.live_guards; guard; guard = guard->next)
+        guard_release(aTHX_ guard);
 }
-
 
 /* ---- waiters (lock_file_async, lock_range_async) ---------------------- */
 
-const char kWaiterClass[] = "File::Locker::Waiter";
-
-/* What a File::Locker::Waiter object owns, through magic on its referent,
- * as for guards. */
-struct AsyncWait final {
+/* A File::Locker::Waiter object's wait. */
+struct AsyncWait final : Origin {
     std::unique_ptr<locker::Waiter> waiter;
-    PerlInterpreter *owner = nullptr; /* the interpreter (ithread) that asked */
-    SV *self = nullptr;               /* the referent the magic is attached to */
-    SV *handle = nullptr;             /* counted: the user's handle, for the guard */
-    SV *fh = nullptr;                 /* counted: the handle fh() made */
-    bool borrowed = false;            /* on the user's handle */
-    bool path_utf8 = false;
-    IV offset = 0, length = 0;
+    SV *fh = nullptr; /* counted: the handle fh() made */
 };
 
 int waiter_free(pTHX_ SV *sv, MAGIC *mg);
 
 const MGVTBL waiter_vtbl = {NULL, NULL, NULL, NULL, waiter_free, NULL, NULL, NULL};
-
-AsyncWait *
-waiter_lookup(pTHX_ SV *self)
-{
-    if (!SvROK(self))
-        return NULL;
-    SV *const referent = SvRV(self);
-    if (!SvOBJECT(referent) || SvTYPE(referent) < SVt_PVMG)
-        return NULL;
-    MAGIC *const mg = mg_findext(referent, PERL_MAGIC_ext, &waiter_vtbl);
-    /* As for guards: mg_obj tells a copy's magic apart untouched. */
-    if (!mg || mg->mg_obj != referent || !mg->mg_ptr)
-        return NULL;
-    AsyncWait *const wait = (AsyncWait *)mg->mg_ptr;
-    return wait->self == referent ? wait : NULL;
-}
-
-AsyncWait *
-waiter_from(pTHX_ SV *self, const char *method)
-{
-    AsyncWait *const wait = waiter_lookup(aTHX_ self);
-    if (!wait)
-        Perl_croak(aTHX_ "%s::%s: invocant is not a %s object", kWaiterClass, method,
-                   kWaiterClass);
-    return wait;
-}
 
 /* True in the process and interpreter (ithread) that started the wait. */
 bool
@@ -914,46 +880,26 @@ waiter_free(pTHX_ SV *sv, MAGIC *mg)
     return 0;
 }
 
+/* Starts an asynchronous lock_file (range.whole) or lock_range. A mortal
+ * waiter, or NULL with errno set. */
 SV *
-new_waiter_object(pTHX_ std::unique_ptr<AsyncWait> wait)
+start_wait(pTHX_ const LockTarget &target, int mode, const ByteRange &range,
+           const Options &options)
 {
-    SV *const object = newSV_type(SVt_PVMG);
-    wait->self = object;
-    (void)sv_magicext(object, object, PERL_MAGIC_ext, &waiter_vtbl, (const char *)wait.release(), 0);
-    SV *const rv = sv_2mortal(newRV_noinc(object));
-    (void)sv_bless(rv, gv_stashpvs("File::Locker::Waiter", GV_ADD));
-    return rv;
-}
-
-/* Starts an asynchronous lock_file (range.whole) or lock_range. Arguments
- * were checked by the caller (PATH included), so nothing here croaks while
- * a C++ object is alive. Returns a mortal waiter, or NULL with errno set. */
-SV *
-start_wait(pTHX_ SV *target, int mode, const ByteRange &range,
-           const LockOptions &options, const char *func)
-{
-    const bool by_handle = is_handle(aTHX_ target);
-    if (by_handle && options.path_only_given)
-        Perl_croak(aTHX_ "%s: create, perms, follow_symlinks and unlink apply to a PATH only", func);
-    int fd = -1;
-    const char *path = NULL;
-    STRLEN path_len = 0;
-    if (by_handle) {
-        PerlIO *fp;
-        fd = handle_fd(aTHX_ target, &fp);
-        if (fd < 0)
+    if (target.by_handle) {
+        if (target.fd < 0) {
+            errno = EBADF;
             return NULL;
-        (void)PerlIO_flush(fp);
+        }
+        (void)PerlIO_flush(target.fp);
     }
-    else
-        path = SvPV_nomg_const(target, path_len);
-    int err;
+    AsyncWait *started = NULL;
     {
         locker::WaitRequest request;
         request.whole = range.whole;
-        request.fd = fd;
-        if (!by_handle) {
-            request.path.assign(path, path_len);
+        request.fd = target.fd;
+        if (!target.by_handle) {
+            request.path = path_of(target);
             request.options = options.path;
         }
         request.mode = mode;
@@ -961,24 +907,17 @@ start_wait(pTHX_ SV *target, int mode, const ByteRange &range,
         request.end = range.whole ? locker::kRangeEnd : range.end;
         request.deadline = options.deadline;
         request.coherent = options.coherent;
-        std::unique_ptr<locker::Waiter> waiter;
-        const locker::Status status = locker::Waiter::Start(request, &waiter);
-        if (status.ok()) {
-            auto wait = std::make_unique<AsyncWait>();
-            wait->waiter = std::move(waiter);
-            wait->owner = aTHX;
-            wait->borrowed = by_handle;
-            wait->path_utf8 = !by_handle && SvUTF8(target);
-            wait->offset = (IV)range.start;
-            wait->length = (IV)range.length;
-            if (by_handle)
-                wait->handle = SvROK(target) ? newSVsv(target) : newRV_inc(target);
-            return new_waiter_object(aTHX_ std::move(wait));
-        }
-        err = status.err();
+        auto wait = std::make_unique<AsyncWait>();
+        const locker::Status status = locker::Waiter::Start(request, &wait->waiter);
+        errno = status.err();
+        if (status.ok())
+            started = wait.release();
     }
-    errno = err;
-    return NULL;
+    if (!started)
+        return NULL;
+    static_cast<Origin &>(*started) = Origin(aTHX_ target, range);
+    dMY_CXT;
+    return new_object(aTHX_ started, &waiter_vtbl, MY_CXT.waiter_stash);
 }
 
 /* The guard of an ended wait, once: a mortal guard, or NULL with errno. */
@@ -989,36 +928,29 @@ waiter_guard(pTHX_ AsyncWait *wait)
         errno = EPERM;
         return NULL;
     }
-    int err;
+    Guard *granted = NULL;
     {
         auto guard = std::make_unique<Guard>();
         const locker::Status status = wait->waiter->Finish(&guard->lock);
-        if (status.ok()) {
-            guard->owner = aTHX;
-            guard->borrowed = wait->borrowed;
-            guard->path_utf8 = wait->path_utf8;
-            guard->offset = wait->offset;
-            guard->length = wait->length;
-            guard->handle = wait->handle; /* the reference moves to the guard */
-            wait->handle = NULL;
-            return new_guard_object(aTHX_ std::move(guard));
-        }
-        err = status.err();
+        errno = status.err();
+        if (status.ok())
+            granted = guard.release();
     }
-    errno = err;
-    return NULL;
+    if (!granted)
+        return NULL;
+    static_cast<Origin &>(*granted) = *wait;
+    wait->handle = NULL; /* the reference moved to the guard */
+    return new_guard_object(aTHX_ granted);
 }
 
-/* Runs at interpreter exit, after Perl has freed every object it could:
- * releases the locks of guards that are never freed (kept alive by a
- * reference cycle), as their release would have. Guards free themselves
- * through their magic; there is no DESTROY method to call. */
+/* Sets up this interpreter's state (at boot, and in a new ithread). */
 void
-release_leftover_guards(pTHX_ void *)
+init_cxt(pTHX_ my_cxt_t *cxt)
 {
-    dMY_CXT;
-    for (Guard *guard = MY_CXT.live_guards; guard; guard = guard->next)
-        guard_release(aTHX_ guard);
+    cxt->guard_stash = gv_stashpvs("File::Locker::Guard", GV_ADD);
+    cxt->waiter_stash = gv_stashpvs("File::Locker::Waiter", GV_ADD);
+    cxt->live_guards = NULL; /* a new ithread has no guards (CLONE_SKIP) */
+    perl_atexit(release_leftover_guards, NULL);
 }
 
 }  // namespace
@@ -1030,10 +962,7 @@ PROTOTYPES: DISABLE
 BOOT:
 {
     MY_CXT_INIT;
-    MY_CXT.guard_stash = gv_stashpvs("File::Locker::Guard", GV_ADD);
-    MY_CXT.kept_handles = get_av("File::Locker::_kept_handles", GV_ADD);
-    MY_CXT.live_guards = NULL;
-    perl_atexit(release_leftover_guards, NULL);
+    init_cxt(aTHX_ &MY_CXT);
     XopENTRY_set(&flock_xop, xop_name, "locker_flock");
     XopENTRY_set(&flock_xop, xop_desc, "flock");
     XopENTRY_set(&flock_xop, xop_class, OA_LISTOP);
@@ -1046,10 +975,7 @@ void
 CLONE(...)
   PPCODE:
     MY_CXT_CLONE;
-    MY_CXT.guard_stash = gv_stashpvs("File::Locker::Guard", GV_ADD);
-    MY_CXT.kept_handles = get_av("File::Locker::_kept_handles", GV_ADD);
-    MY_CXT.live_guards = NULL; /* the new thread has no guards (CLONE_SKIP) */
-    perl_atexit(release_leftover_guards, NULL);
+    init_cxt(aTHX_ &MY_CXT);
     PERL_UNUSED_VAR(items);
     XSRETURN_EMPTY;
 
@@ -1075,12 +1001,11 @@ lock_file(target, mode, ...)
      * PATH included. */
     const char *const func = ix ? "lock_file_async" : "lock_file";
     const int lock = lock_mode(aTHX_ mode, func);
-    LockOptions options;
-    lock_options(aTHX_ &ST(2), items - 2, func, &options);
-    if (!is_handle(aTHX_ target))
-        (void)path_argument(aTHX_ target, func); /* croak before locking */
-    SV *const result = ix ? start_wait(aTHX_ target, lock, ByteRange(), options, func)
-                          : take_lock(aTHX_ target, lock, ByteRange(), options, func);
+    const Options options = parse_options(aTHX_ &ST(2), items - 2, func, kLockOptions);
+    const LockTarget where = lock_target(aTHX_ target, func);
+    check_path_options(aTHX_ where, options, func);
+    SV *const result = ix ? start_wait(aTHX_ where, lock, ByteRange(), options)
+                          : take_lock(aTHX_ where, lock, ByteRange(), options);
     ST(0) = result ? result : &PL_sv_undef;
     XSRETURN(1);
 
@@ -1096,12 +1021,11 @@ lock_range(target, mode, offset, length, ...)
     const char *const func = ix ? "lock_range_async" : "lock_range";
     const int lock = lock_mode(aTHX_ mode, func);
     const ByteRange range = range_arguments(aTHX_ offset, length, func);
-    LockOptions options;
-    lock_options(aTHX_ &ST(4), items - 4, func, &options);
-    if (!is_handle(aTHX_ target))
-        (void)path_argument(aTHX_ target, func);
-    SV *const result = ix ? start_wait(aTHX_ target, lock, range, options, func)
-                          : take_lock(aTHX_ target, lock, range, options, func);
+    const Options options = parse_options(aTHX_ &ST(4), items - 4, func, kLockOptions);
+    const LockTarget where = lock_target(aTHX_ target, func);
+    check_path_options(aTHX_ where, options, func);
+    SV *const result = ix ? start_wait(aTHX_ where, lock, range, options)
+                          : take_lock(aTHX_ where, lock, range, options);
     ST(0) = result ? result : &PL_sv_undef;
     XSRETURN(1);
 
@@ -1114,21 +1038,15 @@ range_conflict(target, mode, offset, length)
   PPCODE:
     const int want = lock_mode(aTHX_ mode, "range_conflict") & ~LOCK_NB;
     const ByteRange range = range_arguments(aTHX_ offset, length, "range_conflict");
-    if (!is_handle(aTHX_ target))
-        (void)path_argument(aTHX_ target, "range_conflict");
+    const LockTarget where = lock_target(aTHX_ target, "range_conflict");
     locker::Conflict conflict;
-    int err = 0;
-    if (is_handle(aTHX_ target)) {
-        PerlIO *fp;
-        const int fd = handle_fd(aTHX_ target, &fp);
-        err = fd < 0 ? errno : locker::FindConflict(fd, want, range.start, range.end, &conflict).err();
-    }
-    else {
-        err = locker::FindConflictAt(path_argument(aTHX_ target, "range_conflict"), want,
-                                     range.start, range.end, &conflict).err();
-    }
-    errno = err; /* 0 when the answer is "free" */
-    if (err || !conflict.found)
+    if (!where.by_handle)
+        errno = locker::FindConflictAt(path_of(where), want, range.start, range.end, &conflict).err();
+    else if (where.fd < 0)
+        errno = EBADF;
+    else
+        errno = locker::FindConflict(where.fd, want, range.start, range.end, &conflict).err();
+    if (errno || !conflict.found) /* errno 0: the answer is "free" */
         XSRETURN_UNDEF;
     HV *const hv = newHV();
     ST(0) = sv_2mortal(newRV_noinc((SV *)hv));
@@ -1143,44 +1061,27 @@ void
 lock_holders(target, ...)
     SV *target
   PPCODE:
-    const char *const func = "lock_holders";
-    bool waiters = false;
-    if ((items - 1) % 2)
-        Perl_croak(aTHX_ "%s: odd number of option arguments", func);
-    for (I32 i = 1; i < items; i += 2) {
-        if (strEQ(SvPV_nolen(ST(i)), "waiters"))
-            waiters = SvTRUE(ST(i + 1));
-        else
-            Perl_croak(aTHX_ "%s: unknown option '%" SVf "'", func, SVfARG(ST(i)));
-    }
+    const Options options = parse_options(aTHX_ &ST(1), items - 1, "lock_holders", kWaitersOption);
+    const LockTarget where = lock_target(aTHX_ target, "lock_holders");
+    /* The list outlives the engine calls: it is filled, then moved into
+     * Perl values by code that cannot croak. */
     std::vector<locker::Holder> holders;
-    int err = 0;
     {
         struct stat st;
-        int rc;
-        int probe_fd = -1;
-        std::string probe_path;
-        if (is_handle(aTHX_ target)) {
-            PerlIO *fp;
-            const int fd = handle_fd(aTHX_ target, &fp);
-            rc = fd < 0 ? -1 : fstat(fd, &st);
-            probe_fd = fd;
-        }
-        else {
-            probe_path = path_argument(aTHX_ target, func);
-            rc = stat(probe_path.c_str(), &st);
-        }
-        if (rc != 0)
-            err = errno;
-        else
+        const std::string path = where.by_handle ? std::string() : path_of(where);
+        int err = 0;
+        if (where.by_handle ? where.fd < 0 || fstat(where.fd, &st) != 0
+                            : stat(path.c_str(), &st) != 0)
+            err = where.by_handle && where.fd < 0 ? EBADF : errno;
+        if (!err)
             err = locker::ListHolders(st.st_dev, st.st_ino, &holders).err();
-        if (!err && waiters)
+        if (!err && options.waiters)
             err = locker::ListWaiters(st.st_dev, st.st_ino, &holders).err();
         if (!err) /* network and FUSE filesystems: ask the filesystem too */
-            err = locker::AddProbedHolders(probe_fd, probe_path, &holders).err();
+            err = locker::AddProbedHolders(where.fd, path, &holders).err();
+        errno = err; /* 0 on success, so an empty list is told apart from a failure */
     }
-    errno = err; /* 0 on success, so an empty list is told apart from a failure */
-    if (err)
+    if (errno)
         XSRETURN_EMPTY;
     EXTEND(SP, (SSize_t)holders.size());
     for (const locker::Holder &holder : holders) {
@@ -1211,34 +1112,31 @@ _using_ofd_locks()
 MODULE = File::Locker    PACKAGE = File::Locker::Guard
 
 void
-release(self)
-    SV *self
+release(guard)
+    Guard *guard
   PPCODE:
-    guard_release(aTHX_ guard_from(aTHX_ self, "release"));
+    guard_release(aTHX_ guard);
     XSRETURN_YES;
 
 void
-is_locked(self)
-    SV *self
+is_locked(guard)
+    Guard *guard
   PPCODE:
-    const Guard *guard = guard_from(aTHX_ self, "is_locked");
     /* What the kernel holds, not what the guard remembers. */
     const bool held = guard->lock.held() && guard->lock.KernelHolds();
     ST(0) = boolSV(held && guard_is_ours(aTHX_ guard));
     XSRETURN(1);
 
 void
-mode(self)
-    SV *self
+mode(guard)
+    Guard *guard
   PPCODE:
-    const Guard *guard = guard_from(aTHX_ self, "mode");
     XSRETURN_IV(guard->lock.mode());
 
 void
-path(self)
-    SV *self
+path(guard)
+    Guard *guard
   PPCODE:
-    const Guard *guard = guard_from(aTHX_ self, "path");
     if (guard->borrowed)
         XSRETURN_UNDEF;
     const std::string &path = guard->lock.path();
@@ -1248,101 +1146,68 @@ path(self)
     XSRETURN(1);
 
 void
-offset(self)
-    SV *self
+offset(guard)
+    Guard *guard
   ALIAS:
     length = 1
   PPCODE:
-    const Guard *guard = guard_from(aTHX_ self, ix ? "length" : "offset");
     if (guard->lock.whole())
         XSRETURN_UNDEF; /* whole-file lock */
     XSRETURN_IV(ix == 0 ? guard->offset : guard->length);
 
 void
-upgrade(self, ...)
-    SV *self
+upgrade(guard, ...)
+    Guard *guard
   PPCODE:
     const char *const func = "File::Locker::Guard::upgrade";
-    locker::Deadline deadline = locker::Deadline::Never();
-    I32 first = 1;
-    if ((items - 1) % 2) { /* upgrade(LOCK_NB, ...) */
-        if (SvNV(ST(1)) != LOCK_NB) /* exactly: 4.5 is no flag */
-            Perl_croak(aTHX_ "%s: the only flag allowed is LOCK_NB", func);
-        deadline = locker::Deadline::Now();
-        first = 2;
+    const bool nb = (items - 1) % 2; /* upgrade(LOCK_NB, ...) */
+    if (nb && SvNV(ST(1)) != LOCK_NB) /* exactly: 4.5 is no flag */
+        Perl_croak(aTHX_ "%s: the only flag allowed is LOCK_NB", func);
+    const Options options = parse_options(aTHX_ &ST(1 + nb), items - 1 - nb, func, kTimeoutOption);
+    guard_check_change(aTHX_ guard, "upgrade");
+    /* LOCK_NB wins over a timeout, which is still checked. */
+    const locker::Deadline deadline = nb ? locker::Deadline::Now() : options.deadline;
+    ST(0) = boolSV(until_not_interrupted(aTHX_ true, [&] {
+                       return guard->lock.Upgrade(deadline);
+                   }).ok());
+    XSRETURN(1);
+
+void
+downgrade(guard)
+    Guard *guard
+  PPCODE:
+    guard_check_change(aTHX_ guard, "downgrade");
+    ST(0) = boolSV(until_not_interrupted(aTHX_ true, [&] {
+                       return guard->lock.Downgrade();
+                   }).ok());
+    XSRETURN(1);
+
+void
+fh(guard)
+    Guard *guard
+  PPCODE:
+    /* A guard on a PATH makes its handle on first use: a kept one of the
+     * same description, or a new duplicate of the locked descriptor. */
+    if (!guard->handle && !guard->lock.released()) {
+        guard->handle = (SV *)locker::TakeKept(aTHX, guard->lock.fd());
+        if (!guard->handle) {
+            dMY_CXT;
+            guard->handle = dup_handle(aTHX_ guard->lock.fd(), guard->lock.writable() ? "+<&" : "<&",
+                                       "$dup", MY_CXT.guard_stash);
+        }
     }
-    if ((items - first) % 2)
-        Perl_croak(aTHX_ "%s: odd number of option arguments", func);
-    for (I32 i = first; i < items; i += 2) {
-        STRLEN len;
-        const char *key = SvPV_const(ST(i), len);
-        if (len != 7 || memcmp(key, "timeout", 7) != 0)
-            Perl_croak(aTHX_ "%s: unknown option '%" SVf "'", func, SVfARG(ST(i)));
-        const locker::Deadline timeout = timeout_option(aTHX_ ST(i + 1), func); /* always checked */
-        if (!deadline.is_immediate()) /* LOCK_NB wins */
-            deadline = timeout;
-    }
-    Guard *guard = guard_for_change(aTHX_ self, "upgrade");
-    const locker::Status status = until_not_interrupted(aTHX_ [&] {
-        return guard->lock.Upgrade(deadline);
-    });
-    if (!status.ok())
-        errno = status.err();
-    ST(0) = boolSV(status.ok());
-    XSRETURN(1);
-
-void
-downgrade(self)
-    SV *self
-  PPCODE:
-    Guard *guard = guard_for_change(aTHX_ self, "downgrade");
-    const locker::Status status = until_not_interrupted(aTHX_ [&] {
-        return guard->lock.Downgrade();
-    });
-    if (!status.ok())
-        errno = status.err();
-    ST(0) = boolSV(status.ok());
-    XSRETURN(1);
-
-void
-_handle(self)
-    SV *self
-  PPCODE:
-    const Guard *guard = guard_from(aTHX_ self, "fh");
-    ST(0) = guard->handle ? sv_2mortal(newSVsv(guard->handle)) : &PL_sv_undef;
-    XSRETURN(1);
-
-void
-_set_handle(self, handle)
-    SV *self
-    SV *handle
-  PPCODE:
-    Guard *guard = guard_from(aTHX_ self, "fh");
-    SV *const old = guard->handle;
-    guard->handle = newSVsv(handle);
-    SvREFCNT_dec(old);
-    XSRETURN_EMPTY;
-
-void
-_descriptor(self)
-    SV *self
-  PPCODE:
-    Guard *guard = guard_from(aTHX_ self, "fh");
-    if (guard_released(guard))
+    if (!guard->handle)
         XSRETURN_EMPTY;
-    EXTEND(SP, 3);
-    mPUSHi(guard->lock.fd());
-    PUSHs(boolSV(guard->lock.writable()));
-    PUSHs(take_kept_handle(aTHX_ guard->lock));
-    XSRETURN(3);
+    ST(0) = sv_2mortal(newSVsv(guard->handle));
+    XSRETURN(1);
 
 void
-_leave_locked(self)
-    SV *self
+_leave_locked(guard)
+    Guard *guard
   PPCODE:
     /* Lets go without unlocking (the locker command's exit, as flock(1)'s):
      * the kernel keeps the lock while another descriptor of it is open. */
-    Guard *guard = guard_for_change(aTHX_ self, "_leave_locked");
+    guard_check_change(aTHX_ guard, "_leave_locked");
     guard->lock.Abandon();
     XSRETURN_EMPTY;
 
@@ -1350,61 +1215,47 @@ _leave_locked(self)
 MODULE = File::Locker    PACKAGE = File::Locker::Waiter
 
 void
-is_ready(self)
-    SV *self
+is_ready(wait)
+    AsyncWait *wait
   PPCODE:
-    const AsyncWait *wait = waiter_from(aTHX_ self, "is_ready");
     ST(0) = boolSV(waiter_is_ours(aTHX_ wait) && wait->waiter->Ended());
     XSRETURN(1);
 
 void
-guard(self)
-    SV *self
+guard(wait)
+    AsyncWait *wait
   PPCODE:
-    SV *const guard = waiter_guard(aTHX_ waiter_from(aTHX_ self, "guard"));
+    SV *const guard = waiter_guard(aTHX_ wait);
     ST(0) = guard ? guard : &PL_sv_undef;
     XSRETURN(1);
 
 void
-cancel(self)
-    SV *self
+cancel(wait)
+    AsyncWait *wait
   PPCODE:
-    AsyncWait *wait = waiter_from(aTHX_ self, "cancel");
     if (waiter_is_ours(aTHX_ wait))
         wait->waiter->Cancel();
     XSRETURN_YES;
 
 void
-_handle(self)
-    SV *self
+fh(wait)
+    AsyncWait *wait
   PPCODE:
-    const AsyncWait *wait = waiter_from(aTHX_ self, "fh");
-    ST(0) = wait->fh ? sv_2mortal(newSVsv(wait->fh)) : &PL_sv_undef;
+    /* A read handle that becomes readable when the wait ends: a duplicate
+     * of the engine's descriptor, made on first use. */
+    if (!wait->fh) {
+        dMY_CXT;
+        wait->fh = dup_handle(aTHX_ wait->waiter->fd(), "<&", "$fh", MY_CXT.waiter_stash);
+    }
+    if (!wait->fh)
+        XSRETURN_EMPTY;
+    ST(0) = sv_2mortal(newSVsv(wait->fh));
     XSRETURN(1);
 
 void
-_set_handle(self, handle)
-    SV *self
-    SV *handle
+_threaded(wait)
+    AsyncWait *wait
   PPCODE:
-    AsyncWait *wait = waiter_from(aTHX_ self, "fh");
-    SV *const old = wait->fh;
-    wait->fh = newSVsv(handle);
-    SvREFCNT_dec(old);
-    XSRETURN_EMPTY;
-
-void
-_descriptor(self)
-    SV *self
-  PPCODE:
-    const AsyncWait *wait = waiter_from(aTHX_ self, "fh");
-    XSRETURN_IV(wait->waiter->fd());
-
-void
-_threaded(self)
-    SV *self
-  PPCODE:
-    const AsyncWait *wait = waiter_from(aTHX_ self, "_threaded");
     ST(0) = boolSV(wait->waiter->threaded());
     XSRETURN(1);
 
@@ -1413,7 +1264,7 @@ DESTROY(self)
     SV *self
   PPCODE:
     /* Ends the wait at once, as guards release at once. */
-    if (waiter_lookup(aTHX_ self))
+    if (object_lookup<AsyncWait>(aTHX_ self, &waiter_vtbl))
         (void)waiter_free(aTHX_ SvRV(self),
                           mg_findext(SvRV(self), PERL_MAGIC_ext, &waiter_vtbl));
     XSRETURN_EMPTY;

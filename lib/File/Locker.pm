@@ -41,20 +41,6 @@ sub _refuse_copies {
     return;
 }
 
-# The handle an XS accessor gives for OBJECT; its croak (a wrong invocant)
-# is reported at the caller of the method, as a method's own croak is.
-our @CARP_NOT = qw(File::Locker::Guard File::Locker::Waiter);
-sub _handle_of {
-    my ($accessor, $object) = @_;
-    my $fh = eval { $accessor->($object) };
-    if (!defined $fh && $@) {
-        (my $message = $@) =~ s/ at \S+ line \d+\.\n\z//;
-        require Carp;
-        Carp::croak($message);
-    }
-    return $fh;
-}
-
 package File::Locker::Guard;
 
 # A new ithread gets no copy of a guard: the lock stays with the thread that
@@ -63,36 +49,12 @@ sub CLONE_SKIP { 1 }
 
 File::Locker::_refuse_copies(__PACKAGE__, 'a lock belongs to the guard that took it');
 
-# The locked handle, for I/O under the lock. A guard on a PATH makes one on
-# first use: a duplicate of the locked descriptor, so it shares the lock.
-sub fh {
-    my ($self) = @_;
-    my $fh = File::Locker::_handle_of(\&_handle, $self);
-    return $fh if $fh;
-    my ($fd, $writable, $kept) = _descriptor($self);
-    return unless defined $fd;    # released
-    $fh = $kept // do { open(my $dup, $writable ? '+<&' : '<&', $fd) or return; $dup };
-    _set_handle($self, $fh);
-    return $fh;
-}
-
 package File::Locker::Waiter;
 
 # As for guards: a new ithread gets no copy, and no copy can be made.
 sub CLONE_SKIP { 1 }
 
 File::Locker::_refuse_copies(__PACKAGE__, 'a wait belongs to the process and thread that started it');
-
-# A read handle that becomes readable when the wait ends: a duplicate of the
-# engine's descriptor, made on first use and kept with the waiter.
-sub fh {
-    my ($self) = @_;
-    my $fh = File::Locker::_handle_of(\&_handle, $self);
-    return $fh if $fh;
-    open($fh, '<&', _descriptor($self)) or return;
-    _set_handle($self, $fh);
-    return $fh;
-}
 
 1;
 __END__
