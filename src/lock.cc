@@ -170,6 +170,7 @@ Status Lock::Acquire(bool whole, int fd, const std::string* path, int mode, Pos 
   // Anything else (LOCK_UN, LOCK_SH | LOCK_EX) would be taken as shared.
   const int base = mode & ~LOCK_NB;
   if (base != LOCK_SH && base != LOCK_EX) return Status::Error(EINVAL);
+  if (!whole && !(start < end && end <= kRangeEnd)) return Status::Error(EINVAL);
   const Deadline deadline = (mode & LOCK_NB) != 0 ? Deadline::Now() : requested;
   const RangeMode want = ToRangeMode(mode);
   whole_ = whole;

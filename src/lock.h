@@ -85,7 +85,8 @@ class Lock final {
   Status AcquireDescriptor(int fd, int mode, const Deadline& deadline);
   // Byte range [start, end) (end kRangeEnd: to end of file) through a
   // caller's descriptor. LOCK_EX needs it open for writing (EBADF). Errors
-  // as above, plus EDEADLK from classic locks.
+  // as above, plus EDEADLK from classic locks, and EINVAL unless
+  // start < end <= kRangeEnd.
   Status AcquireDescriptor(int fd, int mode, Pos start, Pos end,
                            const Deadline& deadline);
   // The same through PATH, opened by OpenLockFile's rules. After the grant

@@ -50,5 +50,25 @@ TEST_F(KeptFilesTest, KeptWhileClassicLocksLiveThenClosable) {
   EXPECT_FALSE(KeepIfLocked(&owner_, &token_, dup.get(), file)) << "no locks left";
 }
 
+TEST_F(KeptFilesTest, KeptWhileALockOnOtherBytesLives) {
+  Lock first, second;
+  ASSERT_OK(first.AcquirePath(path_, LOCK_SH, 0, 10, PathOptions(), Deadline::Never()));
+  ASSERT_OK(second.AcquirePath(path_, LOCK_SH, 100, 110, PathOptions(), Deadline::Never()));
+  const InodeKey file = FileToWatch(first);
+  first.Release();
+  if (UsingOfdLocks()) return;
+  ASSERT_TRUE(KeepIfLocked(&owner_, &token_, -1, file)) << "[100, 110) is still locked";
+  EXPECT_EQ(nullptr, TakeClosable(&owner_));
+  second.Release();
+  EXPECT_EQ(&token_, TakeClosable(&owner_));
+}
+
+TEST_F(KeptFilesTest, AnEmptyOrBackwardRangeIsRefused) {
+  Lock lock;
+  EXPECT_ERR(EINVAL, lock.AcquirePath(path_, LOCK_SH, 100, 10, PathOptions(), Deadline::Never()));
+  EXPECT_ERR(EINVAL, lock.AcquirePath(path_, LOCK_SH, 10, 10, PathOptions(), Deadline::Never()));
+  EXPECT_ERR(EINVAL, lock.AcquireDescriptor(fd_.get(), LOCK_SH, 100, 10, Deadline::Never()));
+}
+
 }  // namespace
 }  // namespace locker
