@@ -704,7 +704,7 @@ void
 guard_flush(pTHX_ Guard *guard)
 {
     PerlIO *fp;
-    if (guard->handle && handle_fd(aTHX_ guard->handle, &fp) >= 0)
+    if (guard->handle && handle_fd(aTHX_ guard->handle, &fp) >= 0 && !nothing_buffered(fp))
         (void)PerlIO_flush(fp);
 }
 
