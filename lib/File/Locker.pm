@@ -625,7 +625,9 @@ once. Croaks on a released guard.
 =item $guard->downgrade
 
 Converts an exclusive lock to shared. Returns true (false with C<$!> only on
-a system error). Croaks on a released guard.
+a system error, such as C<ENOLCK> when the kernel has no room to split a
+lock: the bytes then stay exclusive in the kernel, never less than the
+guards want, and C<mode> says shared). Croaks on a released guard.
 
 =item $guard->fh
 
