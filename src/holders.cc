@@ -297,7 +297,8 @@ Status ListHolders(const ProcSource& proc, dev_t dev, ino_t ino, std::vector<Hol
   for (const LockLine& line : lines) {
     std::set<pid_t> pids;
     if (line.kind == "posix") {
-      pids.insert(line.pid);
+      // pid 0: a holder in a pid namespace the reader cannot see into.
+      if (line.pid > 0) pids.insert(line.pid);
     } else {
       auto it = holders.find(SignatureOf(line));
       if (it != holders.end()) pids = it->second;
