@@ -31,16 +31,6 @@ Signature SignatureOf(const LockLine& line) {
   return {line.kind, line.mode, line.start, line.length};
 }
 
-std::string CommandLine(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/cmdline", std::ios::binary);
-  std::string command((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  while (!command.empty() && command.back() == '\0') command.pop_back();
-  for (char& c : command) {
-    if (c == '\0') c = ' ';
-  }
-  return command;
-}
-
 bool IsNumber(const char* name) {
   if (!*name) return false;
   for (; *name; ++name) {
@@ -51,36 +41,59 @@ bool IsNumber(const char* name) {
 
 // pids whose descriptors show a lock with each wanted signature on the file.
 std::map<Signature, std::set<pid_t>> ScanDescriptors(
-    unsigned major, unsigned minor, unsigned long long ino,
+    const ProcSource& proc, unsigned major, unsigned minor, unsigned long long ino,
     const std::set<Signature>& wanted) {
   std::map<Signature, std::set<pid_t>> found;
-  DIR* proc = ::opendir("/proc");
-  if (!proc) return found;
-  while (dirent* process = ::readdir(proc)) {
-    if (!IsNumber(process->d_name)) continue;
-    const std::string fdinfo = std::string("/proc/") + process->d_name + "/fdinfo";
-    DIR* fds = ::opendir(fdinfo.c_str());
-    if (!fds) continue;  // gone, or not ours to read
-    while (dirent* fd = ::readdir(fds)) {
-      if (!IsNumber(fd->d_name)) continue;
-      std::ifstream in(fdinfo + "/" + fd->d_name);
-      std::string text;
-      while (std::getline(in, text)) {
-        if (text.compare(0, 5, "lock:") != 0) continue;
-        LockLine line;
-        if (!ParseLockLine(text.substr(5), &line) || line.waiting) continue;
-        if (line.dev_major != major || line.dev_minor != minor || line.ino != ino) continue;
-        const Signature signature = SignatureOf(line);
-        if (wanted.count(signature)) {
-          found[signature].insert(static_cast<pid_t>(std::atoi(process->d_name)));
-        }
-      }
+  proc.ForEachFdinfo([&](pid_t pid, const std::string& fdinfo) {
+    std::istringstream in(fdinfo);
+    std::string text;
+    while (std::getline(in, text)) {
+      if (text.compare(0, 5, "lock:") != 0) continue;
+      LockLine line;
+      if (!ParseLockLine(text.substr(5), &line) || line.waiting) continue;
+      if (line.dev_major != major || line.dev_minor != minor || line.ino != ino) continue;
+      const Signature signature = SignatureOf(line);
+      if (wanted.count(signature)) found[signature].insert(pid);
     }
-    ::closedir(fds);
-  }
-  ::closedir(proc);
+  });
   return found;
 }
+
+// The files under /proc themselves.
+class LiveProcSource final : public ProcSource {
+ public:
+  int ReadLocks(std::string* text) const override {
+    std::ifstream locks("/proc/locks");
+    if (!locks) return errno ? errno : ENOENT;
+    text->assign(std::istreambuf_iterator<char>(locks), std::istreambuf_iterator<char>());
+    return 0;
+  }
+
+  void ForEachFdinfo(
+      const std::function<void(pid_t, const std::string&)>& visit) const override {
+    DIR* proc = ::opendir("/proc");
+    if (!proc) return;
+    while (dirent* process = ::readdir(proc)) {
+      if (!IsNumber(process->d_name)) continue;
+      const std::string fdinfo = std::string("/proc/") + process->d_name + "/fdinfo";
+      DIR* fds = ::opendir(fdinfo.c_str());
+      if (!fds) continue;  // gone, or not ours to read
+      const pid_t pid = static_cast<pid_t>(std::atoi(process->d_name));
+      while (dirent* fd = ::readdir(fds)) {
+        if (!IsNumber(fd->d_name)) continue;
+        std::ifstream in(fdinfo + "/" + fd->d_name);
+        visit(pid, std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()));
+      }
+      ::closedir(fds);
+    }
+    ::closedir(proc);
+  }
+
+  std::string Cmdline(pid_t pid) const override {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/cmdline", std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+};
 
 // Filesystem magic numbers (statfs f_type) of filesystems whose locks are
 // not all in /proc/locks, from linux/magic.h and the filesystems' sources.
@@ -244,15 +257,32 @@ bool ParseLockLine(const std::string& text, LockLine* out) {
   return true;
 }
 
+const ProcSource& LiveProc() {
+  static const LiveProcSource live;
+  return live;
+}
+
+std::string CommandFromCmdline(std::string raw) {
+  while (!raw.empty() && raw.back() == '\0') raw.pop_back();
+  for (char& c : raw) {
+    if (c == '\0') c = ' ';
+  }
+  return raw;
+}
+
 Status ListHolders(dev_t dev, ino_t ino, std::vector<Holder>* out) {
+  return ListHolders(LiveProc(), dev, ino, out);
+}
+
+Status ListHolders(const ProcSource& proc, dev_t dev, ino_t ino, std::vector<Holder>* out) {
   out->clear();
-  std::ifstream locks("/proc/locks");
-  if (!locks) return Status::Error(errno ? errno : ENOENT);
+  std::string text;
+  if (const int err = proc.ReadLocks(&text)) return Status::Error(err);
+  std::istringstream locks(text);
   const unsigned major = ::major(dev), minor = ::minor(dev);
 
   std::vector<LockLine> lines;
   std::set<Signature> shared;  // flock and OFD locks: find their holders
-  std::string text;
   while (std::getline(locks, text)) {
     LockLine line;
     if (!ParseLockLine(text, &line) || line.waiting || line.kind.empty()) continue;
@@ -261,13 +291,14 @@ Status ListHolders(dev_t dev, ino_t ino, std::vector<Holder>* out) {
     if (line.kind != "posix") shared.insert(SignatureOf(line));
   }
   const auto holders = shared.empty() ? std::map<Signature, std::set<pid_t>>()
-                                      : ScanDescriptors(major, minor, ino, shared);
+                                      : ScanDescriptors(proc, major, minor, ino, shared);
 
   std::set<std::pair<Signature, pid_t>> reported;
   for (const LockLine& line : lines) {
     std::set<pid_t> pids;
     if (line.kind == "posix") {
-      pids.insert(line.pid);
+      // pid 0: a holder in a pid namespace the reader cannot see into.
+      if (line.pid > 0) pids.insert(line.pid);
     } else {
       auto it = holders.find(SignatureOf(line));
       if (it != holders.end()) pids = it->second;
@@ -282,7 +313,7 @@ Status ListHolders(dev_t dev, ino_t ino, std::vector<Holder>* out) {
       holder.mode = line.mode;
       holder.start = line.start;
       holder.length = line.length;
-      if (pid > 0) holder.command = CommandLine(pid);
+      if (pid > 0) holder.command = CommandFromCmdline(proc.Cmdline(pid));
       out->push_back(holder);
     }
   }
@@ -290,10 +321,14 @@ Status ListHolders(dev_t dev, ino_t ino, std::vector<Holder>* out) {
 }
 
 Status ListWaiters(dev_t dev, ino_t ino, std::vector<Holder>* out) {
-  std::ifstream locks("/proc/locks");
-  if (!locks) return Status::Error(errno ? errno : ENOENT);
-  const unsigned major = ::major(dev), minor = ::minor(dev);
+  return ListWaiters(LiveProc(), dev, ino, out);
+}
+
+Status ListWaiters(const ProcSource& proc, dev_t dev, ino_t ino, std::vector<Holder>* out) {
   std::string text;
+  if (const int err = proc.ReadLocks(&text)) return Status::Error(err);
+  std::istringstream locks(text);
+  const unsigned major = ::major(dev), minor = ::minor(dev);
   while (std::getline(locks, text)) {
     LockLine line;
     if (!ParseLockLine(text, &line) || !line.waiting || line.kind.empty()) continue;
@@ -306,7 +341,7 @@ Status ListWaiters(dev_t dev, ino_t ino, std::vector<Holder>* out) {
     waiter.start = line.start;
     waiter.length = line.length;
     waiter.waiting = true;
-    if (waiter.pid > 0) waiter.command = CommandLine(waiter.pid);
+    if (waiter.pid > 0) waiter.command = CommandFromCmdline(proc.Cmdline(waiter.pid));
     out->push_back(waiter);
   }
   return Status::Ok();

@@ -7,6 +7,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,31 @@ struct LockLine {
 // Parses one line; false if it is not a lock line.
 bool ParseLockLine(const std::string& line, LockLine* out);
 
+// What ListHolders and ListWaiters read from /proc, behind one interface so
+// that recorded text can stand in for a live system (the engine's tests feed
+// it samples). LiveProc() reads the real files; it is stateless and safe to
+// share between threads.
+class ProcSource {
+ public:
+  virtual ~ProcSource() = default;
+  // Sets *text to the whole of /proc/locks; returns 0, or the errno value
+  // that kept it from being read.
+  virtual int ReadLocks(std::string* text) const = 0;
+  // Calls visit(pid, text) with the text of each /proc/PID/fdinfo/FD it can
+  // read, for every process it can see.
+  virtual void ForEachFdinfo(
+      const std::function<void(pid_t, const std::string&)>& visit) const = 0;
+  // The raw bytes of /proc/PID/cmdline; "" when unreadable.
+  virtual std::string Cmdline(pid_t pid) const = 0;
+};
+const ProcSource& LiveProc();
+
+// A command line as Holder::command gives it: the bytes of
+// /proc/PID/cmdline with trailing NULs dropped and the NULs between
+// arguments turned into spaces. Every other byte (spaces inside an argument,
+// newlines, control characters, bytes that are not UTF-8) is kept as is.
+std::string CommandFromCmdline(std::string raw);
+
 // Lists the locks held on the file with device dev and inode ino: classic
 // POSIX locks with the pid /proc/locks gives; flock and OFD locks (which
 // /proc/locks reports with the pid of their taker, or -1) with every process
@@ -47,6 +73,8 @@ bool ParseLockLine(const std::string& line, LockLine* out);
 // whose holder cannot be seen (permissions, other pid namespaces) come back
 // with pid -1 rather than a guess. Fails only if /proc/locks is unreadable.
 Status ListHolders(dev_t dev, ino_t ino, std::vector<Holder>* out);
+// The same, reading what proc gives instead of /proc.
+Status ListHolders(const ProcSource& proc, dev_t dev, ino_t ino, std::vector<Holder>* out);
 
 // Appends to *out the lock requests blocked on the file with device dev and
 // inode ino (the "->" lines of /proc/locks), each with waiting set: the pid
@@ -54,6 +82,9 @@ Status ListHolders(dev_t dev, ino_t ino, std::vector<Holder>* out);
 // requests; -1 for OFD requests, whose waiter /proc does not name) and its
 // command line. Never blocks. Fails only if /proc/locks is unreadable.
 Status ListWaiters(dev_t dev, ino_t ino, std::vector<Holder>* out);
+// The same, reading what proc gives instead of /proc.
+Status ListWaiters(const ProcSource& proc, dev_t dev, ino_t ino, std::vector<Holder>* out);
+
 // Whether the filesystem holding fd keeps (some of) its locks where
 // /proc/locks cannot show them: network and cluster filesystems whose locks
 // live on a server (NFS, CephFS, SMB, Lustre, 9P, AFS, OCFS2, GFS2) and FUSE

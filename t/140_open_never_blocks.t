@@ -17,11 +17,10 @@ use Fcntl qw(:flock);
 use POSIX qw(ENXIO mkfifo);
 use Socket qw(AF_UNIX SOCK_STREAM PF_UNSPEC pack_sockaddr_un);
 use lib 't/lib';
-use LockerTest qw(spawn scratch_dir read_line);
+use LockerTest qw(spawn scratch_dir read_line become_other_user);
 use File::Locker qw(lock_file lock_range range_conflict);
 
 my $PATIENCE = 10;    # seconds; only a call that hangs comes near it
-my $NOBODY   = 65534;
 
 my $dir = scratch_dir();
 chmod 0755, $dir or die "chmod $dir: $!";    # another user may look inside
@@ -40,15 +39,6 @@ mkfifo($own_fifo, 0600) or die "mkfifo $own_fifo: $!";
 my $socket_path = "$dir/listening.sock";
 socket(my $listener, AF_UNIX, SOCK_STREAM, PF_UNSPEC) or die "socket: $!";
 bind($listener, pack_sockaddr_un($socket_path)) or die "bind $socket_path: $!";
-
-# In a child: become a user who cannot write the read-only FIFO. Root turns
-# into nobody; anyone else already is such a user.
-sub become_other_user {
-    return unless $> == 0;
-    POSIX::setgid($NOBODY) or die "setgid: $!";
-    POSIX::setuid($NOBODY) or die "setuid: $!";
-    die "still root\n" if $> == 0;
-}
 
 # Runs CODE (returning a list of words) in a child, as another user if
 # asked; returns the child's answer line, or 'no answer' when it gave none

@@ -22,7 +22,8 @@ use POSIX qw(EBADF ENOENT EWOULDBLOCK ETIMEDOUT);
 use Scalar::Util qw(blessed);
 use File::Locker qw(:flock lock_range range_conflict);
 use lib 't/lib';
-use LockerTest qw(scratch_file spawn lock_holder fd_count open_rw slurp release_holder try_range refused_ok now open_lock);
+use LockerTest qw(scratch_file spawn lock_holder range_holder fd_count open_rw slurp release_holder try_range
+  refused_ok now open_lock blocked_requests);
 
 $SIG{PIPE} = 'IGNORE';    # a dead peer must fail a test, not kill the script
 
@@ -126,17 +127,6 @@ sub getlk_from_outside {
     return wantarray ? ($answer, $pid) : $answer;
 }
 
-# A child holding lock_range(MODE | LOCK_NB, OFF, LEN) on its own read-write
-# handle of PATH until told "release". Returns its peer once it holds.
-sub range_holder {
-    my ($path, $mode, $off, $len) = @_;
-    return lock_holder(sub {
-        my $fh = open_rw($path);    # kept open: closing it would drop classic locks
-        my $g  = lock_range($fh, $mode | LOCK_NB, $off, $len) or return;
-        return sub { $g->release; close $fh };
-    });
-}
-
 # A child holding a classic fcntl lock of TYPE on [OFF, OFF+LEN), taken
 # with File::FcntlLock F_SETLK, until told "release".
 sub classic_holder {
@@ -154,13 +144,11 @@ sub classic_holder {
 # 1 when seen, 0 when not within the patience, undef without /proc/locks.
 sub blocked_request_seen {
     my ($path) = @_;
+    return undef unless -r '/proc/locks';
     my $ino = (stat $path)[1];
     my $give_up = now() + $LockerTest::PATIENCE;
     while (now() < $give_up) {
-        open my $locks, '<', '/proc/locks' or return undef;
-        while (my $line = <$locks>) {
-            return 1 if $line =~ /^\d+:\s+->\s.*\s[0-9a-f]+:[0-9a-f]+:(\d+)\s/ && $1 == $ino;
-        }
+        return 1 if blocked_requests($ino);
     }
     return 0;
 }

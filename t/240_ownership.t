@@ -118,7 +118,7 @@ sub run_general {
     }
 }
 
-sub run_classic {
+sub run_classic_part {
     classic_lock_file_keeps_ranges();
     classic_fork_child_keeps_own();
     descriptors_bounded();
@@ -562,7 +562,7 @@ sub descriptors_bounded {
 
 if ($PART eq 'classic') {
     die "LOCKER_OWNERSHIP_PART=classic needs FILE_LOCKER_NO_OFD=1\n" if $OFD;
-    run_classic();
+    run_classic_part();
     done_testing;
     exit;
 }
@@ -570,7 +570,7 @@ if ($PART eq 'classic') {
 run_general();
 
 if (!$OFD) {
-    run_classic();
+    run_classic_part();
 }
 else {
     # The fallback is chosen at load time: run that part in a fresh perl.

@@ -16,22 +16,14 @@ use Test::More;
 use Fcntl qw(:flock);
 use POSIX qw(EACCES EISDIR);
 use lib 't/lib';
-use LockerTest qw(spawn scratch_dir);
+use LockerTest qw(spawn scratch_dir become_other_user);
 use File::Locker qw(lock_file lock_range range_conflict);
 
-my $NOBODY = 65534;
 my $dir = scratch_dir();
 chmod 0755, $dir or die "chmod $dir: $!";
 my $path = "$dir/read-only.lock";
 { open my $fh, '>', $path or die "create $path: $!" }
 chmod 0444, $path or die "chmod $path: $!";
-
-sub become_other_user {
-    return unless $> == 0;
-    POSIX::setgid($NOBODY) or die "setgid: $!";
-    POSIX::setuid($NOBODY) or die "setuid: $!";
-    die "still root\n" if $> == 0;
-}
 
 # Runs CODE in a child that cannot write $path; CODE says its words to the
 # parent and may wait for "done" while the parent checks the kernel.

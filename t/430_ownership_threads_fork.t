@@ -22,12 +22,12 @@ BEGIN {
 }
 use Test::More;
 use lib 't/lib';
-use LockerTest qw(scratch_file spawn open_rw now);
+use LockerTest qw(scratch_file spawn open_rw now probe blocked_requests);
 use File::Locker qw(:flock lock_file lock_range);
 
 plan skip_all => 'open-file-description locks and /proc needed' unless $^O eq 'linux';
 
-# probe(PATH, MODE, START, LEN): a fresh process tries a range lock of its
+# probe_range(PATH, MODE, START, LEN): a fresh process tries a range lock of its
 # own (timeout 0) and says 'granted' or 'refused'.
 sub probe_range {
     my ($path, $mode, $start, $len) = @_;
@@ -39,27 +39,6 @@ sub probe_range {
     my $word = $peer->hear // 'no answer';
     $peer->wait;
     return $word;
-}
-
-# probe_flock(PATH, MODE): the same with flock(2) on a new open.
-sub probe_flock {
-    my ($path, $mode) = @_;
-    my $peer = spawn(sub {
-        my ($parent) = @_;
-        open my $fh, '<', $path or die "open $path: $!";
-        $parent->say(CORE::flock($fh, $mode | LOCK_NB) ? 'granted' : 'refused');
-    });
-    my $word = $peer->hear // 'no answer';
-    $peer->wait;
-    return $word;
-}
-
-# Lock requests waiting at the kernel on PATH's inode, from /proc/locks.
-sub waiters {
-    my ($path) = @_;
-    my $ino = (stat $path)[1];
-    open my $locks, '<', '/proc/locks' or return 0;
-    return scalar grep { /^\d+:\s+->\s+\S+\s.*:(\d+)\s/ && $1 == $ino } <$locks>;
 }
 
 SKIP: {
@@ -98,7 +77,7 @@ SKIP: {
             # open file description goes to the kernel), before the holder
             # lets go.
             my $give_up = now() + 30;
-            1 until ($started >= 2 && waiters($path) >= 1) || now() > $give_up;
+            1 until ($started >= 2 && blocked_requests((stat $path)[1]) >= 1) || now() > $give_up;
             $holder->say('release');
             $holder->wait;
             { lock($granted); cond_timedwait($granted, time + 30) until $granted >= 2 }
@@ -132,7 +111,7 @@ subtest 'a child locking through an inherited handle cannot make the parent lie'
     my $bytes = probe_range($path, LOCK_EX, 10, 10);
     is($range->is_locked ? 'held' : 'not held', $bytes eq 'refused' ? 'held' : 'not held',
        "the parent's range guard says what the kernel holds (outside: $bytes)");
-    my $file = probe_flock($path, LOCK_EX);
+    my $file = probe($path, LOCK_EX) ? 'granted' : 'refused';
     is($whole->is_locked ? 'held' : 'not held', $file eq 'refused' ? 'held' : 'not held',
        "the parent's whole-file guard says what the kernel holds (outside: $file)");
     $range->release;

@@ -13,8 +13,8 @@ use IO::Select;
 use POSIX ();
 use Time::HiRes ();
 use lib 't/lib';
-use LockerTest qw(spawn fork_peer probe holder scratch_file fd_count now in_path
-  open_rw release_holder release_and_wait release_on_waiter lock_holder);
+use LockerTest qw(spawn fork_peer probe holder range_holder scratch_file fd_count task_count
+  now in_path open_rw release_holder release_and_wait release_on_waiter blocked_requests lockf_probe);
 use File::Locker qw(:flock lock_file lock_range lock_file_async lock_range_async);
 
 my $SEED = $ENV{LOCKER_TEST_SEED} // (time ^ $$);
@@ -26,12 +26,6 @@ my ($EINPROGRESS, $ETIMEDOUT, $ECANCELED, $EWOULDBLOCK, $EALREADY, $EPERM, $ENOE
 my $PYTHON = in_path('python3');
 
 # ---- helpers ------------------------------------------------------------
-
-sub task_count {
-    opendir my $dh, '/proc/self/task' or die "opendir /proc/self/task: $!";
-    my $n = grep { /^\d+$/ } readdir $dh;
-    return $n;
-}
 
 # Blocks (select, no timeout but the safety net) until FH is readable.
 sub wait_readable {
@@ -56,13 +50,8 @@ sub take_guard {
 # request of PID, or any OFD/POSIX request (OFD waiters show pid -1).
 sub blocked_listed {
     my ($ino, $pid) = @_;
-    open my $fh, '<', '/proc/locks' or die "open /proc/locks: $!";
-    while (my $line = <$fh>) {
-        next unless $line =~ /^\d+:\s+->\s+(\S+)\s+\S+\s+\S+\s+(-?\d+)\s+[0-9a-f]+:[0-9a-f]+:(\d+)\s/;
-        next unless $3 == $ino;
-        return 1 if $1 ne 'FLOCK' || !defined $pid || $2 == $pid;
-    }
-    return 0;
+    -r '/proc/locks' or die "cannot read /proc/locks\n";
+    return scalar grep { $_->{kind} ne 'FLOCK' || !defined $pid || $_->{pid} == $pid } blocked_requests($ino);
 }
 
 # Waits until the kernel lists our blocked request on PATH: the waiter's
@@ -76,33 +65,6 @@ sub wait_blocked {
         select undef, undef, undef, 0.001;
     }
     return 1;
-}
-
-# Another process's view of a byte range through Python's fcntl.lockf
-# (classic POSIX locks, which conflict with OFD locks): "free" or "busy".
-sub range_state {
-    my ($path, $mode, $offset, $length) = @_;
-    my $type = $mode == LOCK_EX ? 'LOCK_EX' : 'LOCK_SH';
-    my $open = $mode == LOCK_EX ? 'r+b' : 'rb';
-    my $out = qx{$PYTHON -c 'import fcntl, sys
-f = open(sys.argv[1], "$open")
-try:
-    fcntl.lockf(f, fcntl.$type | fcntl.LOCK_NB, int(sys.argv[3]), int(sys.argv[2]))
-    print("free")
-except OSError:
-    print("busy")' '$path' $offset $length};
-    chomp $out;
-    return $out;
-}
-
-# A child that holds MODE on [OFFSET, OFFSET+LENGTH) of PATH with
-# lock_range on its own handle until told "release".
-sub range_holder {
-    my ($path, $mode, $offset, $length) = @_;
-    return lock_holder(sub {
-        my $g = lock_range($path, $mode | LOCK_NB, $offset, $length) or die "lock_range: $!";
-        return sub { $g->release };
-    });
 }
 
 # Signal dispositions and this thread's mask, as the kernel reports them.
@@ -145,10 +107,10 @@ if ($PYTHON) {
     my $g = $w->guard;
     is($g && $g->offset, 100, 'range guard: offset');
     is($g && $g->length, 10, 'range guard: length');
-    is(range_state($path, LOCK_SH, 100, 10), 'busy', 'range guard: held, as fcntl.lockf sees it');
-    is(range_state($path, LOCK_EX, 110, 10), 'free', 'range guard: only its bytes');
+    is(lockf_probe($path, LOCK_SH, 100, 10), 'busy', 'range guard: held, as fcntl.lockf sees it');
+    is(lockf_probe($path, LOCK_EX, 110, 10), 'free', 'range guard: only its bytes');
     undef $g;
-    is(range_state($path, LOCK_EX, 100, 10), 'free', 'range guard: released');
+    is(lockf_probe($path, LOCK_EX, 100, 10), 'free', 'range guard: released');
 }
 
 # ---- busy locks -----------------------------------------------------------
@@ -186,8 +148,8 @@ if ($PYTHON) {
     wait_readable($w->fh, 'busy range');
     my $g = $w->guard;
     ok($g && $g->is_locked, 'busy range: granted');
-    is(range_state($path, LOCK_SH, 140, 1), 'busy', 'busy range: held, as fcntl.lockf sees it');
-    is(range_state($path, LOCK_SH, 0, 50), 'free', 'busy range: only its bytes');
+    is(lockf_probe($path, LOCK_SH, 140, 1), 'busy', 'busy range: held, as fcntl.lockf sees it');
+    is(lockf_probe($path, LOCK_SH, 0, 50), 'free', 'busy range: only its bytes');
 }
 
 # LOCK_NB and timeout 0: one try, settled at once.
@@ -247,7 +209,7 @@ for my $how (qw(timeout cancel drop)) {
             is(probe($path, LOCK_EX), 1, "$how ($kind): another process can take the lock");
         }
         else {
-            is(range_state($path, LOCK_EX, 0, 10), 'free', "$how ($kind): another process can take the range");
+            is(lockf_probe($path, LOCK_EX, 0, 10), 'free', "$how ($kind): another process can take the range");
         }
         close $fh;
     }
@@ -310,7 +272,7 @@ for my $how (qw(timeout cancel drop)) {
     my $busy = 0;
     for my $i (0 .. $n - 1) {
         $busy += $i % 2 || !$PYTHON ? !probe($paths[$i], LOCK_EX)
-                                    : range_state($ranges, LOCK_SH, $i * 10, 10) eq 'busy';
+                                    : lockf_probe($ranges, LOCK_SH, $i * 10, 10) eq 'busy';
     }
     is($busy, $n, 'every lock held, as other processes see it');
     @waiters = ();
@@ -330,10 +292,10 @@ if ($PYTHON) {
     my $w = lock_range_async($fh, LOCK_EX, 20, 10);
     my $ex = $w->guard;
     ok($ex, 'an exclusive waiter on our own shared range of the same handle is granted');
-    is(range_state($path, LOCK_SH, 20, 10), 'busy', '... and holds it exclusively');
+    is(lockf_probe($path, LOCK_SH, 20, 10), 'busy', '... and holds it exclusively');
     undef $ex;
-    is(range_state($path, LOCK_SH, 20, 10), 'free', 'its release leaves the shared guard');
-    is(range_state($path, LOCK_EX, 20, 10), 'busy', '... holding the bytes shared');
+    is(lockf_probe($path, LOCK_SH, 20, 10), 'free', 'its release leaves the shared guard');
+    is(lockf_probe($path, LOCK_EX, 20, 10), 'busy', '... holding the bytes shared');
     my $other = open_rw($path);
     my $w2 = lock_range_async($other, LOCK_EX, 20, 10, timeout => 0.1);
     wait_readable($w2->fh, 'another handle');
@@ -348,7 +310,7 @@ if ($PYTHON) {
     wait_readable($w3->fh, 'our own holder');
     ($g, $err) = take_guard($w3);
     ok($g && $g->is_locked, '... and gets them when our other guard lets go');
-    is(range_state($path, LOCK_SH, 0, 10), 'busy', '... as another process sees it');
+    is(lockf_probe($path, LOCK_SH, 0, 10), 'busy', '... as another process sees it');
 }
 
 # ---- fork with a pending waiter ---------------------------------------------------

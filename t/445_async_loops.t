@@ -11,7 +11,7 @@ use warnings;
 use Test::More;
 use Fcntl qw(:flock);
 use lib 't/lib';
-use LockerTest qw(probe holder scratch_file spawn release_holder lock_holder);
+use LockerTest qw(probe holder scratch_file spawn release_holder range_holder);
 use File::Locker qw(:flock lock_file_async lock_range_async);
 
 my $TICKS  = 5;       # timer ticks the loop must run while the wait is pending
@@ -76,7 +76,7 @@ for my $name (sort keys %loops) {
                 'Mojo::IOLoop' => 'libmojolicious-perl' }->{$name}, 18 unless $ok;
         for my $kind (qw(file range)) {
             my $path   = scratch_file();
-            my $holder = $kind eq 'file' ? holder($path, LOCK_EX) : range_holder($path);
+            my $holder = $kind eq 'file' ? holder($path, LOCK_EX) : range_holder($path, LOCK_EX, 0, 100);
             my $w      = $kind eq 'file' ? lock_file_async($path, LOCK_EX)
                                          : lock_range_async($path, LOCK_EX, 0, 100);
             my ($ticks, $ready_early, $told, $guard, $ticks_at_guard) = (0, 0, 0);
@@ -119,15 +119,6 @@ sub require_module {
     my ($module) = @_;
     (my $file = "$module.pm") =~ s{::}{/}g;
     require $file;
-}
-
-# A child holding bytes [0, 100) of PATH with lock_range until told "release".
-sub range_holder {
-    my ($path) = @_;
-    return lock_holder(sub {
-        my $g = File::Locker::lock_range($path, LOCK_EX | LOCK_NB, 0, 100) or die "lock_range: $!";
-        return sub { $g->release };
-    });
 }
 
 # Another process's answer, through the kernel, for byte 50 of PATH:

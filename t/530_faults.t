@@ -22,7 +22,7 @@ use Test::More;
 use File::Spec ();
 use POSIX ();
 use lib 't/lib';
-use LockerTest qw(spawn probe scratch_file scratch_dir now open_rw read_line);
+use LockerTest qw(spawn probe scratch_file scratch_dir now open_rw read_line blocked_requests);
 use File::Locker qw(:flock lock_file lock_range);
 
 plan skip_all => 'needs /proc/locks to see blocked waiters' unless -r '/proc/locks';
@@ -51,16 +51,7 @@ sub inode_of {
 sub blocked_on {
     my ($ino, @pids) = @_;
     my %pid = map { $_ => 1 } @pids, -1;
-    open my $fh, '<', '/proc/locks' or return 0;
-    my $n = 0;
-    while (my $line = <$fh>) {
-        my @f = split ' ', $line;
-        next unless @f >= 7 && $f[1] eq '->';
-        my ($id) = $f[6] =~ /:(\d+)$/ or next;
-        $n++ if $id == $ino && $pid{ $f[5] };
-    }
-    close $fh;
-    return $n;
+    return scalar grep { $pid{ $_->{pid} } } blocked_requests($ino);
 }
 
 # Whether COUNT requests of PIDS come to be blocked on INO within $SEEN

@@ -15,7 +15,7 @@ use warnings;
 use Test::More;
 use IO::Select;
 use lib 't/lib';
-use LockerTest qw(spawn scratch_file open_rw fd_count);
+use LockerTest qw(spawn scratch_file open_rw fd_count task_count);
 use File::Locker qw(:flock lock_file_async lock_range_async);
 
 my $PROCS = $ENV{LOCKER_STRESS_PROCS} || 4;
@@ -38,11 +38,6 @@ sub write_number {
     my ($fh, $at, $n) = @_;
     sysseek($fh, $at, 0) or die "seek: $!";
     syswrite($fh, sprintf("%${WIDTH}d", $n)) == $WIDTH or die "write: $!";
-}
-
-sub task_count {
-    opendir my $dh, '/proc/self/task' or die "opendir: $!";
-    return scalar grep { /^\d+$/ } readdir $dh;
 }
 
 for my $kind (qw(file range)) {

@@ -13,7 +13,7 @@ use IO::Handle;
 use POSIX ();
 use File::Temp ();
 use lib 't/lib';
-use LockerTest qw(scratch_file scratch_dir read_line slurp in_path);
+use LockerTest qw(scratch_file scratch_dir read_line slurp in_path lockf_probe);
 
 plan skip_all => 'python3 is not installed' unless in_path('python3');
 require File::Locker;
@@ -21,25 +21,6 @@ plan skip_all => 'no open-file-description locks here' unless File::Locker::_usi
 
 $SIG{PIPE} = 'IGNORE';
 my @LOCKER = ($^X, '-Mblib', 'bin/locker');
-
-# What a fresh Python process gets when it asks fcntl.lockf for MODE
-# ('ex' or 'sh') on LENGTH bytes at START of PATH without waiting.
-sub py_probe {
-    my ($path, $mode, $start, $length) = @_;
-    my $flag = $mode eq 'ex' ? 'LOCK_EX' : 'LOCK_SH';
-    my $open = $mode eq 'ex' ? 'r+' : 'r';
-    my $answer = `python3 -c '
-import fcntl, sys
-f = open(sys.argv[1], "$open")
-try:
-    fcntl.lockf(f, fcntl.$flag | fcntl.LOCK_NB, int(sys.argv[3]), int(sys.argv[2]))
-    print("free")
-except OSError:
-    print("busy")
-' '$path' $start $length`;
-    chomp $answer;
-    return $answer;
-}
 
 # A Python process holding fcntl.lockf LOCK_EX on LENGTH bytes at START of
 # PATH until its stdin ends; returns its pid and the pipe to its stdin.
@@ -102,15 +83,15 @@ sub data_file {
 subtest '--fcntl: the whole file, and beyond its end' => sub {
     my $path = data_file();
     my $code = while_locked(sub {
-        is(py_probe($path, 'sh', 0, 1), 'busy', 'byte 0 is locked');
-        is(py_probe($path, 'sh', 1 << 30, 1), 'busy', 'a byte far beyond the end is locked');
+        is(lockf_probe($path, LOCK_SH, 0, 1), 'busy', 'byte 0 is locked');
+        is(lockf_probe($path, LOCK_SH, 1 << 30, 1), 'busy', 'a byte far beyond the end is locked');
     }, '--fcntl', $path);
     is($code, 0, 'locker exits 0');
-    is(py_probe($path, 'ex', 0, 0), 'free', 'released afterwards');
+    is(lockf_probe($path, LOCK_EX, 0, 0), 'free', 'released afterwards');
 
     $code = while_locked(sub {
-        is(py_probe($path, 'sh', 0, 1), 'free', '-s: another shared lock is granted');
-        is(py_probe($path, 'ex', 0, 1), 'busy', '-s: an exclusive one is not');
+        is(lockf_probe($path, LOCK_SH, 0, 1), 'free', '-s: another shared lock is granted');
+        is(lockf_probe($path, LOCK_EX, 0, 1), 'busy', '-s: an exclusive one is not');
     }, '--fcntl', '-s', $path);
     is($code, 0, 'locker -s exits 0');
 };
@@ -129,7 +110,7 @@ subtest '--start and --length select the bytes' => sub {
     for my $case (@cases) {
         my ($args, @bytes) = @$case;
         my $code = while_locked(sub {
-            is(py_probe($path, 'ex', $_->[0], 1), $_->[1], "@$args: byte $_->[0] is $_->[1]") for @bytes;
+            is(lockf_probe($path, LOCK_EX, $_->[0], 1), $_->[1], "@$args: byte $_->[0] is $_->[1]") for @bytes;
         }, @$args, $path);
         is($code, 0, "@$args: exits 0");
     }

@@ -38,4 +38,43 @@ for my $indicator (@{ Module::CPANTS::Kwalitee->new->get_indicators }) {
     }
 }
 
+# What CPANTS does not check: META's index and prerequisites against the code.
+my $meta = do {
+    require CPAN::Meta;
+    CPAN::Meta->load_file($mca->distdir . '/META.json')->as_struct;
+};
+
+# PAUSE indexes exactly what provides lists: every package in lib/ is in it,
+# or kept out of the index on purpose.
+my %unindexed = map { $_ => 1 } @{ $meta->{no_index}{package} // [] };
+for my $file (glob('lib/*.pm'), glob('lib/*/*.pm'), glob('lib/*/*/*.pm')) {
+    open my $fh, '<', $file or die "open $file: $!";
+    for my $package (map { /^package\s+([\w:]+)\s*;/ ? $1 : () } <$fh>) {
+        ok($meta->{provides}{$package} || $unindexed{$package},
+           "META provides $package ($file), or no_index names it");
+    }
+}
+my %skipped = map { $_ => 1 } @{ $meta->{no_index}{directory} // [] };
+is_deeply([sort keys %skipped], [sort qw(t inc xt bench eg src)],
+          'no_index covers t, inc, xt, bench, eg and src');
+is($meta->{dynamic_config}, 0, 'dynamic_config 0: prerequisites do not depend on the machine');
+
+# Every module a test loads unconditionally (a "use", or a "require" outside
+# an eval) is a test or runtime prerequisite.
+my %prereq = map { %{ $meta->{prereqs}{$_}{requires} // {} } } qw(runtime test);
+my %ours   = map { $_ => 1 } qw(strict warnings lib File::Locker LockerTest);
+my %used;
+for my $file (glob('t/*.t'), glob('t/lib/*.pm')) {
+    open my $fh, '<', $file or die "open $file: $!";
+    while (my $line = <$fh>) {
+        next if $line =~ /\beval\b/;
+        $used{$1}{$file} = 1 if $line =~ /^\s*(?:use|require)\s+([A-Z][\w:]*)[\s;(]/ && !$ours{$1};
+    }
+}
+for my $module (sort keys %used) {
+    next if $module =~ /^(?:threads|AnyEvent|IO::Async|Mojo)\b/;    # skipped where missing
+    ok(exists $prereq{$module}, "$module is a prerequisite (" . join(', ', sort keys %{ $used{$module} }) . ')');
+}
+is($prereq{'Test::More'}, '0.96', 'Test::More 0.96, for subtest');
+
 done_testing;

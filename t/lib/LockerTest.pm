@@ -20,8 +20,9 @@ use Test::More ();
 use Time::HiRes ();
 
 our @EXPORT_OK = qw(
-  scratch_dir cross_dirs scratch_file spawn fork_peer probe holder lock_holder fd_count
-  now read_line open_lock open_rw slurp in_path set_members
+  scratch_dir cross_dirs scratch_file spawn fork_peer probe holder lock_holder range_holder
+  fd_count task_count now read_line open_lock open_rw slurp in_path set_members
+  become_other_user blocked_requests lockf_probe
   our_holder patient_holder release_holder release_and_wait release_on_waiter
   conflicts try_flock try_range try_lock_file refused_ok
   classic_files run_classic rerun_classic_ok
@@ -140,6 +141,20 @@ sub holder {
     });
 }
 
+# range_holder(PATH, MODE, OFFSET, LENGTH) starts a child that holds
+# File::Locker::lock_range(MODE | LOCK_NB) on [OFFSET, OFFSET+LENGTH) of
+# PATH through its own read-write handle, kept open until it lets go
+# (closing it would drop classic locks), until told "release". Returns its
+# peer once it holds. The caller has loaded File::Locker.
+sub range_holder {
+    my ($path, $mode, $off, $len) = @_;
+    return lock_holder(sub {
+        my $fh = open_rw($path);
+        my $g  = File::Locker::lock_range($fh, $mode | LOCK_NB, $off, $len) or return;
+        return sub { $g->release; close $fh };
+    });
+}
+
 # probe(PATH, MODE) asks a fresh process whether MODE|LOCK_NB on its own open
 # of PATH (a directory is opened O_RDONLY|O_DIRECTORY) would be granted right
 # now: 1 granted, 0 busy (EWOULDBLOCK).
@@ -170,6 +185,62 @@ sub fd_count {
     my $n = grep { /^\d+$/ } readdir $dh;
     closedir $dh;
     return $n - 1;    # the directory handle itself
+}
+
+# Threads of this process.
+sub task_count {
+    opendir my $dh, '/proc/self/task' or die "opendir /proc/self/task: $!";
+    return scalar grep { /^\d+$/ } readdir $dh;
+}
+
+# In a child: become a user who cannot write files made read-only for
+# everyone. Root turns into nobody (uid and gid 65534); anyone else already
+# is such a user.
+sub become_other_user {
+    return unless $> == 0;
+    POSIX::setgid(65534) or die "setgid: $!";
+    POSIX::setuid(65534) or die "setuid: $!";
+    die "still root\n" if $> == 0;
+}
+
+# blocked_requests(INO): the lock requests /proc/locks lists as blocked
+# ("->") on inode INO, each as { kind => 'FLOCK'|'POSIX'|'OFDLCK', type =>
+# 'READ'|'WRITE', pid } (the kernel shows OFD requests with pid -1); in
+# scalar context, how many. None when /proc/locks cannot be read.
+sub blocked_requests {
+    my ($ino) = @_;
+    my @found;
+    open my $locks, '<', '/proc/locks' or return @found;
+    while (my $line = <$locks>) {
+        next unless $line =~ /^\s*\d+:\s+->\s+(\S+)\s+\S+\s+(\S+)\s+(-?\d+)\s+[0-9a-f]+:[0-9a-f]+:(\d+)\s/;
+        push @found, { kind => $1, type => $2, pid => $3 } if $4 == $ino;
+    }
+    return @found;
+}
+
+# lockf_probe(PATH, MODE, OFFSET, LENGTH): a fresh Python process asks
+# fcntl.lockf (classic POSIX locks, which conflict with OFD locks and with
+# other processes' classic ones) for MODE (LOCK_SH or LOCK_EX) on LENGTH
+# bytes at OFFSET of PATH without waiting: "free" or "busy" (dies on any
+# other outcome).
+sub lockf_probe {
+    my ($path, $mode, $offset, $length) = @_;
+    my $script = <<'PY';
+import errno, fcntl, sys
+path, mode, start, length = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+f = open(path, 'r+b' if mode == 'EX' else 'rb')
+try:
+    fcntl.lockf(f, (fcntl.LOCK_EX if mode == 'EX' else fcntl.LOCK_SH) | fcntl.LOCK_NB, length, start)
+    print('free')
+except OSError as e:
+    print('busy' if e.errno in (errno.EAGAIN, errno.EACCES) else 'error %d' % e.errno)
+PY
+    open(my $py, '-|', 'python3', '-c', $script, $path, $mode == LOCK_EX ? 'EX' : 'SH', $offset, $length)
+      or die "python3: $!";
+    my $answer = read_line($py, undef, 'python3') // 'no answer';
+    close $py;
+    die "lockf probe of $path: '$answer', exit status $?\n" unless $? == 0 && $answer =~ /^(?:free|busy)$/;
+    return $answer;
 }
 
 # Seconds on the monotonic clock.
@@ -316,17 +387,9 @@ sub release_on_waiter {
         $parent->say('locked');
         my $waiter  = $parent->hear // die "no waiter pid\n";
         my $give_up = now() + $PATIENCE;
-        my $seen    = 0;
-        until ($seen) {
+        until (grep { $_->{kind} eq 'FLOCK' && $_->{type} eq 'WRITE' && $_->{pid} == $waiter }
+               blocked_requests($ino)) {
             die "pid $waiter never blocked on $path\n" if now() > $give_up;
-            open my $locks, '<', '/proc/locks' or die "open /proc/locks: $!";
-            while (my $line = <$locks>) {
-                if ($line =~ /^\d+:\s+->\s+FLOCK\s+\S+\s+WRITE\s+(\d+)\s+[0-9a-f]+:[0-9a-f]+:(\d+)\s/
-                    && $1 == $waiter && $2 == $ino) {
-                    $seen = 1;
-                    last;
-                }
-            }
         }
         CORE::flock($fh, LOCK_UN) or die "unlock: $!";
         $parent->say('released');

@@ -10,16 +10,6 @@ use Exporter 'import';
 
 our @EXPORT_OK = qw(have_peer peer_notes peer_versions);
 
-my %debian = (
-    'File::Flock'             => 'libfile-flock-perl',
-    'File::Flock::Retry'      => 'libfile-flock-retry-perl',
-    'LockFile::Simple'        => 'liblockfile-simple-perl',
-    'IO::LockedFile'          => 'libio-lockedfile-perl',
-    'File::FcntlLock'         => 'libfile-fcntllock-perl',
-    'File::FcntlLock::Pure'   => 'libfile-fcntllock-perl',
-    'File::FcntlLock::Inline' => 'libfile-fcntllock-perl',
-);
-
 # Modules whose import does necessary work (IO::LockedFile loads its
 # locking scheme there).
 my %import = ('IO::LockedFile' => 1);
@@ -34,7 +24,7 @@ sub have_peer {
     my $ok = eval { local $SIG{__WARN__} = sub { }; require $file; $module->import if $import{$module}; 1 };
     unless ($ok) {
         my $why = $@ =~ /^Can't locate / ? 'not installed' : (split /\n/, $@)[0];
-        push @notes, "skipped $module: $why (bench/setup installs $debian{$module})";
+        push @notes, "skipped $module: $why (bench/setup installs the peers: .ci/packages bench)";
     }
     return $loaded{$module} = $ok ? 1 : 0;
 }
