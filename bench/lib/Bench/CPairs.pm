@@ -5,8 +5,9 @@ package Bench::CPairs;
 # duplicate around each pair, as a guard on a caller's handle must (DESIGN:
 # Ownership): the least a guard can cost. They are and run as a co-process, so their batches take part
 # in the same interleaved rounds as the Perl loops. A batch is one request
-# over a pipe ("N\n" -> "done\n"); with batches sized to tens of
-# milliseconds the round trip is lost in the noise.
+# over a pipe ("N\n" -> "done SECONDS\n"), answered with the CPU time the
+# co-process spent on it, so that it compares with the process CPU time of
+# the Perl loops.
 
 use strict;
 use warnings;
@@ -23,6 +24,7 @@ my $SOURCE = <<'C';
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <time.h>
 #include <unistd.h>
 
 static int ofd_pair(int fd, off_t start, off_t len) {
@@ -48,8 +50,14 @@ static int pair(int fd, int ofd, int dup, off_t start, off_t len) {
   return rc;
 }
 
+static double cpu_seconds(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return t.tv_sec + t.tv_nsec / 1e9;
+}
+
 /* pairs PATH flock|ofd|flock-dup|ofd-dup [START LEN]: reads a count per
- * line, runs that many pairs, answers "done". */
+ * line, runs that many pairs, answers "done" and the CPU seconds they took. */
 int main(int argc, char **argv) {
   if (argc < 3) return 64;
   const int fd = open(argv[1], O_RDWR);
@@ -62,13 +70,14 @@ int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0);
   while (fgets(line, sizeof line, stdin)) {
     const long n = atol(line);
+    const double start = cpu_seconds();
     for (long i = 0; i < n; i++) {
       if (pair(fd, ofd, dup, start, len) != 0) {
         perror("pair");
         return 1;
       }
     }
-    printf("done\n");
+    printf("done %.9f\n", cpu_seconds() - start);
   }
   return 0;
 }
@@ -88,7 +97,8 @@ sub _program {
     return $compiled{$dir} = $ok ? "$dir/c_pairs" : undef;
 }
 
-# A bench code ref (called with a count) running that many C pairs on PATH:
+# A bench code ref (called with a count) running that many C pairs on PATH
+# and returning the CPU seconds they took:
 # KIND 'flock' or 'flock-dup', or 'ofd' or 'ofd-dup' with START and LEN. Undef where cc is missing.
 sub c_pair {
     my ($dir, $path, $kind, @range) = @_;
@@ -101,7 +111,8 @@ sub c_pair {
         print {$in} "$n\n";
         $in->flush;
         my $reply = <$out>;
-        die "C $kind pairs failed\n" unless defined $reply && $reply eq "done\n";
+        die "C $kind pairs failed\n" unless defined $reply && $reply =~ /\Adone ([0-9.]+)\n\z/;
+        return $1;    # its CPU seconds
     };
 }
 

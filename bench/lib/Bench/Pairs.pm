@@ -219,7 +219,7 @@ sub pairs_table {
     }
     my $rounds = @{ $result->{per_op}{ $result->{order}[0] } };
     my $ratio = $result->{baseline} ? "; ratio: median per-round ratio to $result->{baseline}" : '';
-    return format_table("$title\n(median of $rounds rounds$ratio)",
+    return format_table("$title\n(process CPU time, median of $rounds rounds$ratio)",
         [ 'variant', 'per pair', 'ratio', 'round min .. max' ], @rows);
 }
 
