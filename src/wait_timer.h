@@ -70,12 +70,19 @@ class ThreadWaitTimer final {
   // only), timer_settime or sigaction.
   Status Arm(const Deadline& deadline);
 
+  // The timer a wait uses (see ResidentTimer in wait_timer.cc).
+  struct Loan {
+    timer_t id{};
+    bool resident = false;     // the thread's kept timer, else one of its own
+    unsigned generation = 0;   // the thread's fork count when lent
+  };
+
  private:
   bool handler_held_ = false;
   bool unblocked_ = false;
   bool reraise_ = false;
-  bool armed_ = false;
-  timer_t timer_{};  // the thread's resident timer
+  bool lent_ = false;
+  Loan loan_;
 };
 
 // What a timed wait on a busy lock fails with, at once, when its timer

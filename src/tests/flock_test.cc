@@ -438,6 +438,43 @@ TEST(LockBeforeTest, ExpiryBeforeTheBlockingCallStillEndsTheWait) {
   EXPECT_LT(Since(start), 2000);
 }
 
+// A timed wait that starts and ends while another on the same thread is
+// blocked -- as a Perl handler run from the C signal handler does under
+// PERL_SIGNALS=unsafe -- leaves the outer wait its own deadline.
+TEST(LockBeforeTest, AWaitNestedInAnotherKeepsTheOuterDeadline) {
+  int outer_fds[2], inner_fds[2];
+  ASSERT_EQ(0, ::pipe2(outer_fds, O_CLOEXEC));
+  ASSERT_EQ(0, ::pipe2(inner_fds, O_CLOEXEC));
+  UniqueFd outer_read(outer_fds[0]), outer_write(outer_fds[1]);
+  UniqueFd inner_read(inner_fds[0]), inner_write(inner_fds[1]);
+  // Nothing is ever written to either pipe unless the outer wait hangs:
+  // only a signal ends a read.
+  auto read_until_signal = [](int fd) {
+    char byte;
+    return Status::Error(::read(fd, &byte, 1) < 0 ? errno : EIO);
+  };
+  Status inner = Status::Ok();
+  std::promise<Status> outer;
+  std::thread waiter([&] {
+    outer.set_value(LockBefore(Deadline::After(0.3), [&](bool blocking) {
+      if (!blocking) return Status::Error(EWOULDBLOCK);
+      inner = LockBefore(Deadline::After(0.05), [&](bool inner_blocking) {
+        return inner_blocking ? read_until_signal(inner_read.get())
+                              : Status::Error(EWOULDBLOCK);
+      });
+      return read_until_signal(outer_read.get());
+    }));
+  });
+  std::future<Status> outer_result = outer.get_future();
+  if (outer_result.wait_for(std::chrono::seconds(5)) != std::future_status::ready) {
+    ADD_FAILURE() << "the outer wait lost its timer";
+    ASSERT_EQ(1, ::write(outer_write.get(), "x", 1));
+  }
+  waiter.join();
+  EXPECT_ERR(ETIMEDOUT, inner);
+  EXPECT_ERR(ETIMEDOUT, outer_result.get());
+}
+
 TEST(LockBeforeTest, OutcomesOfTheAttempt) {
   int calls = 0;
   // Granted on the first, non-blocking try: no timer, one call.
