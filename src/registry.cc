@@ -460,6 +460,18 @@ bool Registry::ConflictsInProcess(const InodeKey& inode, const Description* exce
   return found;
 }
 
+// Requires mutex_. Sets each run in the kernel without waiting: every run
+// is tried, and the first refusal is returned.
+template <typename Runs>
+Status Registry::SetRuns(Description* desc, const Runs& runs) {
+  Status first = Status::Ok();
+  for (const Run& run : runs) {
+    const Status status = KernelSet(ofd_, desc->fd.get(), run.mode, run.start, run.end, false);
+    if (first.ok()) first = status;
+  }
+  return first;
+}
+
 // Requires mutex_. Sets the kernel to the strongest mode the holds want on
 // each piece of [start, end), without waiting. Every piece is tried; the
 // first refusal is returned.
@@ -468,12 +480,7 @@ Status Registry::SyncKernel(Description* desc, Pos start, Pos end) {
   KernelTable(desc).Walk(start, end, [&](Pos a, Pos b, const Holds& holds) {
     AddRun(&runs, a, b, holds.mode());
   });
-  Status first = Status::Ok();
-  for (const Run& run : runs) {
-    const Status status = KernelSet(ofd_, desc->fd.get(), run.mode, run.start, run.end, false);
-    if (first.ok()) first = status;
-  }
-  return first;
+  return SetRuns(desc, runs);
 }
 
 // An in-process wait (another owner's conflicting hold in the classic
@@ -666,16 +673,12 @@ Status Registry::Lower(Description* desc, RangeMode mode, Pos start, Pos end) {
     before.Add(mode, +1);
     if (after.mode() != before.mode()) AddRun(&runs, a, b, after.mode());
   });
-  Status first = Status::Ok();
-  for (const Run& run : runs) {
-    const Status status = KernelSet(ofd_, desc->fd.get(), run.mode, run.start, run.end, false);
-    if (first.ok()) first = status;
-  }
+  const Status status = SetRuns(desc, runs);
   if (!ofd_) {
     DropIfUnused(desc->inode);
     released_.notify_all();
   }
-  return first;
+  return status;
 }
 
 namespace {

@@ -221,6 +221,8 @@ class Registry final {
   bool InFlight(Description* desc, Pos start, Pos end);
   template <typename Runs>
   Status SetBack(Description* desc, const Runs& runs, size_t granted);
+  template <typename Runs>
+  Status SetRuns(Description* desc, const Runs& runs);
   Status Lower(Description* desc, RangeMode mode, Pos start, Pos end);
   Status LowerWhole(Description* desc, RangeMode mode);
   void Record(Description* desc, RangeMode mode, Pos start, Pos end, int delta);

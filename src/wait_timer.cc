@@ -7,7 +7,6 @@
 
 #include <mutex>
 
-
 namespace locker {
 
 namespace {
