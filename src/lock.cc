@@ -179,11 +179,9 @@ Status Lock::Acquire(bool whole, int fd, const std::string* path, int mode, Pos 
   Description* desc = nullptr;
   Status status = Status::Ok();
   if (path == nullptr) {
-    status = registry().Adopt(fd, &desc);
-    if (!status.ok()) return status;
-    status = Take(desc, want, deadline);
+    status = registry().AdoptAndTake(fd, whole_, want, start_, end_, deadline, &desc);
     if (!status.ok()) {
-      registry().Unref(desc);
+      if (desc != nullptr) registry().Unref(desc);
       return status;
     }
   } else {

@@ -260,7 +260,10 @@ Description* Registry::Match(int fd, const InodeKey& inode) const {
   return nullptr;
 }
 
-Status Registry::Adopt(int fd, Description** out) {
+// AdoptAndTake's adoption, then then(*out) in the same hold of the mutex;
+// its answer is the call's, and *out stays set when then fails.
+template <typename Then>
+Status Registry::AdoptThen(int fd, Description** out, Then&& then) {
   if (ofd_) {
     // With no other live Description there is nothing to match fd against
     // and no classic lock to mind: the duplicate is all it takes, and the
@@ -274,7 +277,7 @@ Status Registry::Adopt(int fd, Description** out) {
       desc->indexed = false;
       unindexed_ = desc;
       *out = desc;
-      return Status::Ok();
+      return then(desc);
     }
   }
   InodeKey inode;
@@ -284,7 +287,7 @@ Status Registry::Adopt(int fd, Description** out) {
   if (Description* desc = Match(fd, inode)) {
     ++desc->refs;
     *out = desc;
-    return status;
+    return then(desc);
   }
   // Classic fallback: a duplicate kept idle for this very OFD serves again,
   // so repeated calls on one handle cannot pile descriptors up.
@@ -306,7 +309,18 @@ Status Registry::Adopt(int fd, Description** out) {
   if (!dup.valid()) return Status::Error(errno);
   *out = NewDescription(std::move(dup), inode, false);
   (*out)->adopted = true;
-  return status;
+  return then(*out);
+}
+
+Status Registry::AdoptAndTake(int fd, bool whole, RangeMode mode, Pos start, Pos end,
+                              const Deadline& deadline, Description** out) {
+  bool wait = false;
+  const Status status = AdoptThen(fd, out, [&](Description* desc) {
+    return whole ? TryWhole(desc, mode, deadline, &wait)
+                 : TryRange(desc, mode, start, end, deadline, &wait);
+  });
+  if (!wait) return status;
+  return whole ? WaitWhole(*out, mode, deadline) : WaitRange(*out, mode, start, end, deadline);
 }
 
 Status Registry::Open(const std::string& path, const PathOptions& options,
@@ -547,35 +561,53 @@ Status Registry::SetBack(Description* desc, const Runs& runs, size_t granted) {
 
 Status Registry::TakeRange(Description* desc, RangeMode mode, Pos start, Pos end,
                            const Deadline& deadline) {
+  bool wait = false;
   {
     std::lock_guard<std::mutex> hold(mutex_);
-    Conflict conflict;
-    const bool owner_here =
-        !ofd_ && ConflictsInProcess(desc->inode, desc, mode, start, end, &conflict);
-    if (owner_here && deadline.is_never()) return Status::Error(EDEADLK);
-    if (!owner_here && !InFlight(desc, start, end)) {
-      const RunList runs = WantedRuns(KernelTable(desc), mode, start, end);
-      Status status = Status::Ok();
-      size_t granted = 0;
-      for (const Run& run : runs) {
-        status = KernelSet(ofd_, desc->fd.get(), run.mode, run.start, run.end, false);
-        if (!status.ok()) break;
-        ++granted;
-      }
-      if (status.ok()) {
-        Record(desc, mode, start, end, +1);
-        return status;
-      }
-      // The record is still what was granted before: setting the granted
-      // runs back to it undoes this request exactly. Setting back only
-      // lowers; if the kernel refuses, it keeps more than the record, never
-      // less, and the request's own error is the one to report.
-      (void)SetBack(desc, runs, granted);
-      if (status.err() != EWOULDBLOCK || deadline.is_immediate()) return status;
-    }
+    const Status status = TryRange(desc, mode, start, end, deadline, &wait);
+    if (!wait) return status;
   }
-  // EWOULDBLOCK from a wait with a bound or none is a grant that could not
-  // be settled (see TakeRangeWaiting): never an answer before the deadline.
+  return WaitRange(desc, mode, start, end, deadline);
+}
+
+// Requires mutex_. TakeRange's fast path: when nothing of this process's is
+// in the way, one try at the kernel without waiting. Sets *wait when the
+// request must go on to WaitRange.
+Status Registry::TryRange(Description* desc, RangeMode mode, Pos start, Pos end,
+                          const Deadline& deadline, bool* wait) {
+  Conflict conflict;
+  const bool owner_here =
+      !ofd_ && ConflictsInProcess(desc->inode, desc, mode, start, end, &conflict);
+  if (owner_here && deadline.is_never()) return Status::Error(EDEADLK);
+  if (!owner_here && !InFlight(desc, start, end)) {
+    const RunList runs = WantedRuns(KernelTable(desc), mode, start, end);
+    Status status = Status::Ok();
+    size_t granted = 0;
+    for (const Run& run : runs) {
+      status = KernelSet(ofd_, desc->fd.get(), run.mode, run.start, run.end, false);
+      if (!status.ok()) break;
+      ++granted;
+    }
+    if (status.ok()) {
+      Record(desc, mode, start, end, +1);
+      return status;
+    }
+    // The record is still what was granted before: setting the granted
+    // runs back to it undoes this request exactly. Setting back only
+    // lowers; if the kernel refuses, it keeps more than the record, never
+    // less, and the request's own error is the one to report.
+    (void)SetBack(desc, runs, granted);
+    if (status.err() != EWOULDBLOCK || deadline.is_immediate()) return status;
+  }
+  *wait = true;
+  return Status::Error(EWOULDBLOCK);
+}
+
+// TakeRange's wait. EWOULDBLOCK from a wait with a bound or none is a grant
+// that could not be settled (see TakeRangeWaiting): never an answer before
+// the deadline.
+Status Registry::WaitRange(Description* desc, RangeMode mode, Pos start, Pos end,
+                           const Deadline& deadline) {
   for (;;) {
     const Status status = TakeRangeWaiting(desc, mode, start, end, deadline);
     if (status.err() != EWOULDBLOCK || deadline.is_immediate()) return status;
@@ -694,21 +726,39 @@ int FlockOperation(RangeMode mode) {
 }  // namespace
 
 Status Registry::TakeWhole(Description* desc, RangeMode mode, const Deadline& deadline) {
+  bool wait = false;
+  {
+    std::lock_guard<std::mutex> hold(mutex_);
+    const Status status = TryWhole(desc, mode, deadline, &wait);
+    if (!wait) return status;
+  }
+  return WaitWhole(desc, mode, deadline);
+}
+
+// Requires mutex_. The fast path, as for ranges: on an OFD that holds no
+// whole-file lock and has no request at the kernel, one try without
+// waiting, which cannot drop anything when it fails. Sets *wait when the
+// request must go on to WaitWhole.
+Status Registry::TryWhole(Description* desc, RangeMode mode, const Deadline& deadline,
+                          bool* wait) {
+  if (desc->whole_inflight == 0 && desc->whole.mode() == RangeMode::kNone) {
+    if (::flock(desc->fd.get(), FlockOperation(mode) | LOCK_NB) == 0) {
+      desc->whole.Add(mode, +1);
+      desc->whole_lost = false;
+      return Status::Ok();
+    }
+    const int err = BusyAsEwouldblock(errno);
+    if (err != EWOULDBLOCK || deadline.is_immediate()) return Status::Error(err);
+  }
+  *wait = true;
+  return Status::Error(EWOULDBLOCK);
+}
+
+// TakeWhole's wait.
+Status Registry::WaitWhole(Description* desc, RangeMode mode, const Deadline& deadline) {
   RangeMode want;
   {
     std::unique_lock<std::mutex> hold(mutex_);
-    // The fast path, as for ranges: on an OFD that holds no whole-file lock
-    // and has no request at the kernel, one try without waiting under the
-    // mutex, which cannot drop anything when it fails.
-    if (desc->whole_inflight == 0 && desc->whole.mode() == RangeMode::kNone) {
-      if (::flock(desc->fd.get(), FlockOperation(mode) | LOCK_NB) == 0) {
-        desc->whole.Add(mode, +1);
-        desc->whole_lost = false;
-        return Status::Ok();
-      }
-      const int err = BusyAsEwouldblock(errno);
-      if (err != EWOULDBLOCK || deadline.is_immediate()) return Status::Error(err);
-    }
     // As for ranges: one whole-file request per OFD at the kernel at a time.
     const Status turn =
         WaitInProcess(&hold, deadline, [&] { return desc->whole_inflight > 0; });

@@ -90,11 +90,14 @@ class Registry final {
   // True when range locks are OFD locks in this process.
   bool ofd() const { return ofd_; }
 
-  // The Description of the OFD behind a caller's descriptor, with one more
-  // reference: an existing one when a live lock already uses that OFD,
-  // else a new one holding a close-on-exec duplicate of fd. EBADF for a
-  // descriptor that is not open.
-  Status Adopt(int fd, Description** out);
+  // Sets *out to the Description of the OFD behind a caller's descriptor,
+  // with one more reference: an existing one when a live lock already uses
+  // that OFD, else a new one holding a close-on-exec duplicate of fd (EBADF
+  // for a descriptor that is not open). Then takes the lock as TakeWhole
+  // (whole) or TakeRange does, in the same hold of the mutex when it can be
+  // had without waiting. *out stays set when only the lock failed.
+  Status AdoptAndTake(int fd, bool whole, RangeMode mode, Pos start, Pos end,
+                      const Deadline& deadline, Description** out);
 
   // Opens PATH for locking (OpenLockFile's rules, within deadline) as a new
   // OFD with one reference. With classic locks, an idle descriptor of the
@@ -211,6 +214,14 @@ class Registry final {
   Status SyncKernel(Description* desc, Pos start, Pos end);
   // TakeRange for a request that must wait: its turn among this process's
   // requests on the bytes, then the kernel, without the mutex.
+  template <typename Then>
+  Status AdoptThen(int fd, Description** out, Then&& then);
+  Status TryRange(Description* desc, RangeMode mode, Pos start, Pos end,
+                  const Deadline& deadline, bool* wait);
+  Status WaitRange(Description* desc, RangeMode mode, Pos start, Pos end,
+                   const Deadline& deadline);
+  Status TryWhole(Description* desc, RangeMode mode, const Deadline& deadline, bool* wait);
+  Status WaitWhole(Description* desc, RangeMode mode, const Deadline& deadline);
   Status TakeRangeWaiting(Description* desc, RangeMode mode, Pos start, Pos end,
                           const Deadline& deadline);
   RangeTable& KernelTable(Description* desc);
