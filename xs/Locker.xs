@@ -83,6 +83,29 @@ handle_stream(const Handle &handle)
     return handle.io ? IoIFP(handle.io) : NULL;
 }
 
+/* What keeps a resolved handle alive for as long as it is used: its glob,
+ * or its IO where the glob is a scalar holding one (a "fake" glob), which
+ * may be assigned something else meanwhile; the handle then goes by the IO
+ * alone. NULL for a glob without IO. */
+SV *
+handle_owner(Handle *handle)
+{
+    if (handle->gv && SvFAKE(handle->gv))
+        handle->gv = NULL;
+    return handle->gv ? (SV *)handle->gv : (SV *)handle->io;
+}
+
+/* The descriptor a resolved handle has now, -1 if none: a signal handler
+ * run during a wait may have closed or reopened it since. The caller keeps
+ * the glob or IO alive. */
+int
+handle_fd_now(pTHX_ const Handle &handle)
+{
+    IO *const io = handle.gv ? GvIO(handle.gv) : handle.io;
+    PerlIO *const fp = io ? IoIFP(io) : NULL;
+    return fp ? PerlIO_fileno(fp) : -1;
+}
+
 /* The descriptor of a handle SV (as as_handle reads it) and its stream:
  * -1 when it has no open descriptor. */
 int
@@ -342,12 +365,14 @@ range_arguments(pTHX_ SV *offset, SV *length, const char *func)
 /* PATH | FH of lock_file, lock_range, range_conflict and lock_holders, read
  * once (a tied PATH is fetched once). */
 struct LockTarget {
-    SV *arg = NULL;   /* as given */
     bool by_handle = false;
+    Handle handle;     /* the handle, as resolved once */
+    SV *keep = NULL;   /* a mortal reference to it: it outlives any handler */
     PerlIO *fp = NULL; /* the handle's stream, if open */
     int fd = -1;       /* its descriptor: -1 when not open */
     SV *path = NULL;   /* a mortal copy of PATH, which handlers cannot change */
 };
+
 
 /* Reads PATH | FH: a handle, or a defined, non-empty PATH without NUL bytes
  * (croaks otherwise). */
@@ -355,15 +380,15 @@ LockTarget
 lock_target(pTHX_ SV *arg, const char *func)
 {
     LockTarget target;
-    target.arg = arg;
-    Handle handle;
-    if (as_handle(arg, &handle)) {
+    SvGETMAGIC(arg); /* once: a tied or magical argument is fetched once */
+    if (as_handle(arg, &target.handle)) {
         target.by_handle = true;
-        target.fp = handle_stream(handle);
+        if (SV *const owner = handle_owner(&target.handle))
+            target.keep = sv_2mortal(newRV_inc(owner));
+        target.fp = handle_stream(target.handle);
         target.fd = target.fp ? PerlIO_fileno(target.fp) : -1;
         return target;
     }
-    SvGETMAGIC(arg);
     if (!SvOK(arg))
         Perl_croak(aTHX_ "%s: PATH or FH is undefined", func);
     if (SvROK(arg))
@@ -415,7 +440,8 @@ path_option(pTHX_ const char *key, STRLEN len, SV *value, const char *func,
     else if (memEQs(key, len, "unlink"))
         out->unlink = SvTRUE(value);
     else if (memEQs(key, len, "perms")) {
-        const NV perms = looks_like_number(value) ? SvNV(value) : -1;
+        SvGETMAGIC(value);
+        const NV perms = looks_like_number(value) ? SvNV_nomg(value) : -1;
         if (!(perms >= 0 && perms <= 07777) || perms != floor(perms))
             Perl_croak(aTHX_ "%s: perms must be a file mode such as 0666", func);
         out->perms = (mode_t)perms;
@@ -532,8 +558,18 @@ flock_call(pTHX_ SV *fh, SV *operation, SV *timeout)
             (void)PerlIO_flush(fp);
     }
     /* As in core, handlers run and an untimed wait ends with EINTR; a
-     * timed wait goes on with the time left. */
-    return until_not_interrupted(aTHX_ !deadline.is_never(), [&] {
+     * timed wait goes on with the time left, on the descriptor the handle
+     * has then (a handler may have closed or reopened it), which the
+     * handle, kept alive meanwhile, is asked for again. */
+    const bool resumes = !deadline.is_never();
+    Handle resolved = target.handle;
+    if (resumes && fp)
+        sv_2mortal(SvREFCNT_inc_simple_NN(handle_owner(&resolved)));
+    bool again = false;
+    return until_not_interrupted(aTHX_ resumes, [&] {
+               if (again && fp)
+                   fd = handle_fd_now(aTHX_ resolved);
+               again = true;
                return locker::Flock(fd, op, deadline);
            }).ok();
 }
@@ -668,9 +704,7 @@ struct Origin {
     Origin() = default;
     Origin(pTHX_ const LockTarget &target, const ByteRange &range)
         : owner(aTHX),
-          handle(!target.by_handle ? nullptr
-                 : SvROK(target.arg) ? newSVsv(target.arg)
-                                     : newRV_inc(target.arg)),
+          handle(target.keep ? SvREFCNT_inc_simple_NN(target.keep) : nullptr),
           borrowed(target.by_handle), path_utf8(target.path && SvUTF8(target.path)),
           offset((IV)range.start), length((IV)range.length)
     {
@@ -708,18 +742,54 @@ guard_flush(pTHX_ Guard *guard)
         (void)PerlIO_flush(fp);
 }
 
-/* Unlocks (owner) or lets go of this process's copy (a forked child). */
+/* Unlocks (owner) or lets go of this process's copy (a forked child),
+ * without flushing. */
 void
-guard_release(pTHX_ Guard *guard)
+guard_unlock(pTHX_ Guard *guard)
 {
     if (guard->lock.released())
         return;
     if (guard->owner != aTHX && guard->lock.InOwnerProcess())
         return; /* another ithread's: never ours to touch */
-    if (guard_is_ours(aTHX_ guard))
-        guard_flush(aTHX_ guard);
     guard->lock.Release();
 }
+
+/* Flushes the handle (owner), then unlocks as guard_unlock does. */
+void
+guard_release(pTHX_ Guard *guard)
+{
+    if (!guard->lock.released() && guard_is_ours(aTHX_ guard))
+        guard_flush(aTHX_ guard);
+    guard_unlock(aTHX_ guard);
+}
+
+/* The end of a guard being freed, once guard_free has flushed its handle
+ * (or the flush died): unlocks as guard_release does, without flushing,
+ * frees the Guard, and keeps a handle fh() made while closing it would drop
+ * this process's classic locks on the file. */
+void
+guard_end(pTHX_ void *p)
+{
+    std::unique_ptr<Guard> guard(static_cast<Guard *>(p));
+    SV *const handle = guard->handle;
+    SV *const made = guard->borrowed ? NULL : handle;
+    /* A handle fh() made shares the lock's description: while the caller
+     * still has it, the description must never serve as a fresh one, nor
+     * the handle be handed to another guard (fd -1 below). */
+    const bool theirs = made && SvREFCNT(SvRV(made)) > 1;
+    if (theirs && guard_is_ours(aTHX_ guard.get()))
+        guard->lock.MarkShared();
+    const locker::InodeKey file = locker::FileToWatch(guard->lock);
+    guard_unlock(aTHX_ guard.get());
+    guard.reset();
+    PerlIO *fp;
+    const int fd = theirs || !made ? -1 : handle_fd(aTHX_ made, &fp);
+    if (!made || !locker::KeepIfLocked(aTHX, made, fd, file))
+        SvREFCNT_dec(handle);
+    while (SV *const closable = (SV *)locker::TakeClosable(aTHX))
+        SvREFCNT_dec(closable);
+}
+
 
 /* Prologue of the methods that change the lock. */
 void
@@ -741,7 +811,7 @@ guard_free(pTHX_ SV *sv, MAGIC *mg)
 {
     if (mg->mg_obj != sv || !mg->mg_ptr)
         return 0; /* a copy's magic, or freed already: owns nothing */
-    std::unique_ptr<Guard> guard((Guard *)mg->mg_ptr);
+    Guard *const guard = (Guard *)mg->mg_ptr;
     mg->mg_ptr = NULL;
     dMY_CXT;
     if (guard->owner == aTHX) { /* on this interpreter's list */
@@ -752,23 +822,14 @@ guard_free(pTHX_ SV *sv, MAGIC *mg)
         if (guard->next)
             guard->next->prev = guard->prev;
     }
-    SV *const handle = guard->handle;
-    SV *const made = guard->borrowed ? NULL : handle;
-    /* A handle fh() made shares the lock's description: while the caller
-     * still has it, the description must never serve as a fresh one, nor
-     * the handle be handed to another guard (fd -1 below). */
-    const bool theirs = made && SvREFCNT(SvRV(made)) > 1;
-    if (theirs && guard_is_ours(aTHX_ guard.get()))
-        guard->lock.MarkShared();
-    const locker::InodeKey file = locker::FileToWatch(guard->lock);
-    guard_release(aTHX_ guard.get());
-    guard.reset();
-    PerlIO *fp;
-    const int fd = theirs || !made ? -1 : handle_fd(aTHX_ made, &fp);
-    if (!made || !locker::KeepIfLocked(aTHX, made, fd, file))
-        SvREFCNT_dec(handle);
-    while (SV *const closable = (SV *)locker::TakeClosable(aTHX))
-        SvREFCNT_dec(closable);
+    /* The flush runs Perl's I/O layers, which may die: the rest runs from
+     * the save stack, so the lock is let go of and the guard freed even
+     * then. */
+    ENTER;
+    SAVEDESTRUCTOR_X(guard_end, guard);
+    if (!guard->lock.released() && guard_is_ours(aTHX_ guard))
+        guard_flush(aTHX_ guard);
+    LEAVE;
     return 0;
 }
 
@@ -786,14 +847,15 @@ new_guard_object(pTHX_ Guard *guard)
 
 /* One try of take_lock's: through the caller's descriptor, or PATH. */
 locker::Status
-acquire(locker::Lock *lock, const LockTarget &target, int mode, const ByteRange &range,
+acquire(pTHX_ locker::Lock *lock, const LockTarget &target, int mode, const ByteRange &range,
         const Options &options)
 {
     const locker::Deadline &deadline = options.deadline;
-    if (target.by_handle)
-        return range.whole ? lock->AcquireDescriptor(target.fd, mode, deadline)
-                           : lock->AcquireDescriptor(target.fd, mode, range.start, range.end,
-                                                     deadline);
+    if (target.by_handle) {
+        const int fd = handle_fd_now(aTHX_ target.handle);
+        return range.whole ? lock->AcquireDescriptor(fd, mode, deadline)
+                           : lock->AcquireDescriptor(fd, mode, range.start, range.end, deadline);
+    }
     const std::string path = path_of(target);
     return range.whole ? lock->AcquirePath(path, mode, options.path, deadline)
                        : lock->AcquirePath(path, mode, range.start, range.end, options.path,
@@ -818,7 +880,7 @@ take_lock(pTHX_ const LockTarget &target, int mode, const ByteRange &range,
     const locker::Status status = until_not_interrupted(aTHX_ true, [&] {
         auto guard = std::make_unique<Guard>();
         guard->lock.set_coherent(options.coherent);
-        const locker::Status taken = acquire(&guard->lock, target, mode, range, options);
+        const locker::Status taken = acquire(aTHX_ &guard->lock, target, mode, range, options);
         if (taken.ok())
             granted = guard.release();
         return taken;
@@ -1165,6 +1227,9 @@ upgrade(guard, ...)
         Perl_croak(aTHX_ "%s: the only flag allowed is LOCK_NB", func);
     const Options options = parse_options(aTHX_ &ST(1 + nb), items - 1 - nb, func, kTimeoutOption);
     guard_check_change(aTHX_ guard, "upgrade");
+    /* Handlers run during the wait may drop the last reference to the
+     * guard: it lives until the statement ends. */
+    sv_2mortal(SvREFCNT_inc_simple_NN(SvRV(ST(0))));
     /* LOCK_NB wins over a timeout, which is still checked. */
     const locker::Deadline deadline = nb ? locker::Deadline::Now() : options.deadline;
     ST(0) = boolSV(until_not_interrupted(aTHX_ true, [&] {
@@ -1177,6 +1242,7 @@ downgrade(guard)
     Guard *guard
   PPCODE:
     guard_check_change(aTHX_ guard, "downgrade");
+    sv_2mortal(SvREFCNT_inc_simple_NN(SvRV(ST(0)))); /* as in upgrade */
     ST(0) = boolSV(until_not_interrupted(aTHX_ true, [&] {
                        return guard->lock.Downgrade();
                    }).ok());

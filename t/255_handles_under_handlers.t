@@ -1,0 +1,123 @@
+#!perl
+# Handles that are magical, that a signal handler changes during a wait, or
+# whose flush dies: whatever Perl code runs inside a call, a lock is either
+# handed to the caller or not held at all, seen from another process.
+use strict;
+use warnings;
+
+use Test::More;
+use POSIX ();
+use lib 't/lib';
+use LockerTest qw(scratch_file probe holder release_and_wait open_rw);
+use File::Locker qw(:flock flock lock_file lock_range);
+use Tie::Hash ();
+
+my $EBADF = POSIX::EBADF();
+
+# A tied scalar whose first FETCH gives a handle and every later one dies.
+package OnceThenDies {
+    sub TIESCALAR { my ($class, $fh) = @_; return bless { fh => $fh, n => 0 }, $class }
+    sub FETCH { my ($self) = @_; die "FETCH again\n" if $self->{n}++; return $self->{fh} }
+}
+
+# A :via layer whose FLUSH dies while $die is set.
+package FlushDies {
+    our $die = 0;
+    sub PUSHED { return bless {}, $_[0] }
+    sub WRITE { my ($self, $buf, $fh) = @_; print {$fh} $buf; return length $buf }
+    sub FLUSH { die "FLUSH dies\n" if $die; return 0 }
+}
+
+package main;
+
+subtest 'a tied handle is fetched once: a FETCH that would die is never reached' => sub {
+    my $path = scratch_file();
+    my $fh   = open_rw($path);
+    tie my $tied, 'OnceThenDies', $fh;
+    my $g = eval { lock_file($tied, LOCK_EX) };
+    is($@, '', 'lock_file did not fetch the handle twice');
+    ok($g, 'and locked') or diag("\$! = $!");
+    is(probe($path, LOCK_SH), 0, 'held, seen from outside');
+    undef $g;
+    is(probe($path, LOCK_SH), 1, 'free once the guard goes');
+};
+
+subtest 'a handle in a tied hash element is a handle' => sub {
+    my $path = scratch_file();
+    tie my %h, 'Tie::StdHash';
+    $h{fh} = open_rw($path);
+    my $g = lock_range($h{fh}, LOCK_EX, 0, 10);
+    ok($g, 'lock_range through $h{fh}') or diag("\$! = $!");
+    is(probe($path, LOCK_SH), 1, 'flock sees nothing of a range lock');
+    undef $g;
+};
+
+subtest 'a flush that dies when the guard goes still lets go of the lock' => sub {
+    my $path = scratch_file();
+    open(my $fh, '>>:via(FlushDies)', $path) or die "open: $!";
+    local $FlushDies::die = 0;
+    my $g = lock_file($fh, LOCK_EX) or die "lock_file: $!";
+    print {$fh} 'under the lock';
+    $FlushDies::die = 1;
+    ok(!eval { undef $g; 1 }, 'the free dies with the flush');
+    like($@, qr/FLUSH dies/, 'with its error');
+    $FlushDies::die = 0;    # fork flushes every handle
+    is(probe($path, LOCK_SH), 1, 'yet nothing is held');
+};
+
+subtest 'a scalar holding a glob may be reassigned under the guard' => sub {
+    my $path = scratch_file();
+    no strict 'refs';
+    open(LOCKED_FH, '>>', $path) or die "open: $!";
+    my $glob = *LOCKED_FH;
+    my $g = lock_file($glob, LOCK_EX) or die "lock_file: $!";
+    $glob = 'something else';
+    print LOCKED_FH 'written under the lock';
+    ok(defined fileno($g->fh), 'fh is still the locked handle');
+    $g->release;
+    open(my $in, '<', $path) or die "open: $!";
+    is(scalar <$in>, 'written under the lock', 'flushed before the release');
+    close LOCKED_FH;
+};
+
+sub busy_wait_with_handler {
+    my ($call) = @_;
+    my ($a, $b) = (scratch_file(), scratch_file());
+    my $holder = holder($a, LOCK_EX);
+    open(my $fh, '<', $a) or die "open: $!";
+    my $number = fileno $fh;
+    my $other;
+    # The handler closes the handle and opens another file on its number.
+    local $SIG{ALRM} = sub { close $fh; open($other, '<', $b) or die "open: $!" };
+    alarm 1;
+    my $result = $call->($fh);
+    my $errno = $! + 0;
+    alarm 0;
+    is(fileno($other), $number, 'the other file got the descriptor number');
+    ok(!$result, 'the wait fails');
+    is($errno, $EBADF, 'with EBADF: the handle is closed');
+    is(probe($b, LOCK_SH), 1, 'and the other file is not locked');
+    release_and_wait($holder);
+}
+
+subtest 'a timed wait resumes on what the handle is after the handler: flock' => sub {
+    busy_wait_with_handler(sub { File::Locker::flock($_[0], LOCK_SH, 5) });
+};
+
+subtest 'the same for lock_file' => sub {
+    busy_wait_with_handler(sub { lock_file($_[0], LOCK_SH, timeout => 5) });
+};
+
+subtest 'upgrade survives a handler that drops the last reference to the guard' => sub {
+    my $path   = scratch_file();
+    my $g      = lock_file($path, LOCK_SH) or die "lock_file: $!";
+    my $holder = holder($path, LOCK_SH);
+    local $SIG{ALRM} = sub { undef $g; release_and_wait($holder) };
+    alarm 1;
+    ok($g->upgrade(timeout => 5), 'upgraded once the other holder let go');
+    alarm 0;
+    ok(!defined $g, 'the handler dropped the variable');
+    is(probe($path, LOCK_SH), 1, 'and the guard went at the end of the statement');
+};
+
+done_testing;
