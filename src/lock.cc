@@ -3,10 +3,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -76,41 +78,76 @@ Lock& Lock::operator=(Lock&& other) noexcept {
 
 bool Lock::InOwnerProcess() const { return owner_pid_ == CurrentPid(); }
 
-bool Lock::KernelHolds() const {
-  if (state_ != State::kHeld || desc_ == nullptr) return false;
-  if (!whole_ && !registry().ofd()) return true;
-  char name[64];
-  ::snprintf(name, sizeof name, "/proc/self/fdinfo/%d", desc_->fd.get());
-  UniqueFd info(::open(name, O_RDONLY | O_CLOEXEC));
-  if (!info.valid()) return true;
-  std::string text;
+namespace {
+
+// Reads the whole of a /proc file into *text; false if it cannot be opened.
+bool ReadProcFile(const char* name, std::string* text) {
+  UniqueFd file(::open(name, O_RDONLY | O_CLOEXEC));
+  if (!file.valid()) return false;
   char buf[4096];
   for (;;) {
-    const ssize_t n = ::read(info.get(), buf, sizeof buf);
+    const ssize_t n = ::read(file.get(), buf, sizeof buf);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
-    text.append(buf, static_cast<size_t>(n));
+    text->append(buf, static_cast<size_t>(n));
   }
-  // Lines "lock:\t1: OFDLCK ADVISORY WRITE -1 fe:00:123 0 99", as in
-  // /proc/locks but for this open file description only.
-  std::vector<std::pair<Pos, Pos>> covered;
+  return true;
+}
+
+// Calls fn(LockLine) for each lock line of text (after prefix, where lines
+// have one), waiters left out.
+template <typename Fn>
+void ForEachLock(const std::string& text, const std::string& prefix, Fn&& fn) {
   size_t at = 0;
   while (at < text.size()) {
     size_t eol = text.find('\n', at);
     if (eol == std::string::npos) eol = text.size();
     const std::string line = text.substr(at, eol - at);
     at = eol + 1;
-    static const char kPrefix[] = "lock:";
-    if (line.compare(0, sizeof kPrefix - 1, kPrefix) != 0) continue;
+    if (line.compare(0, prefix.size(), prefix) != 0) continue;
     LockLine lock;
-    if (!ParseLockLine(line.substr(sizeof kPrefix - 1), &lock) || lock.waiting) continue;
-    if (lock.kind != (whole_ ? "flock" : "ofd")) continue;
-    if (mode_ == LOCK_EX && lock.mode != LOCK_EX) continue;
-    if (whole_) return true;
+    if (ParseLockLine(line.substr(prefix.size()), &lock) && !lock.waiting) fn(lock);
+  }
+}
+
+}  // namespace
+
+bool Lock::KernelHolds() const {
+  if (state_ != State::kHeld || desc_ == nullptr) return false;
+  // The locks at least as strong as this one, as the kernel lists them.
+  std::vector<std::pair<Pos, Pos>> covered;
+  bool any = false;
+  auto take = [&](const LockLine& lock) {
+    if (mode_ == LOCK_EX && lock.mode != LOCK_EX) return;
+    any = true;
     const Pos from = static_cast<Pos>(lock.start);
     covered.emplace_back(from, lock.length == 0 ? kRangeEnd : from + static_cast<Pos>(lock.length));
+  };
+  if (!whole_ && !registry().ofd()) {
+    // Classic locks belong to the process, merged across its descriptors:
+    // /proc/locks has them by pid and inode.
+    std::string text;
+    if (!ReadProcFile("/proc/locks", &text)) return true;  // the record stands
+    const InodeKey file = inode();
+    const pid_t pid = CurrentPid();
+    ForEachLock(text, "", [&](const LockLine& lock) {
+      if (lock.kind == "posix" && lock.pid == pid && lock.ino == file.ino &&
+          lock.dev_major == major(file.dev) && lock.dev_minor == minor(file.dev)) {
+        take(lock);
+      }
+    });
+  } else {
+    // Lines "lock:\t1: OFDLCK ADVISORY WRITE -1 fe:00:123 0 99", as in
+    // /proc/locks but for this open file description only.
+    char name[64];
+    ::snprintf(name, sizeof name, "/proc/self/fdinfo/%d", desc_->fd.get());
+    std::string text;
+    if (!ReadProcFile(name, &text)) return true;
+    ForEachLock(text, "lock:", [&](const LockLine& lock) {
+      if (lock.kind == (whole_ ? "flock" : "ofd")) take(lock);
+    });
   }
-  if (whole_) return false;
+  if (whole_) return any;
   std::sort(covered.begin(), covered.end());
   Pos next = start_;  // the first byte not yet seen covered
   for (const auto& [from, to] : covered) {

@@ -120,4 +120,30 @@ subtest 'upgrade survives a handler that drops the last reference to the guard' 
     is(probe($path, LOCK_SH), 1, 'and the guard went at the end of the statement');
 };
 
+subtest 'classic locks: is_locked says so when your close dropped them' => sub {
+    my $path = scratch_file();
+    # A process of its own: the lock kind is chosen when the module loads.
+    my $child = <<'PERL';
+use File::Locker qw(:flock lock_range);
+use lib 't/lib';
+use LockerTest qw(open_rw lockf_probe);
+my $path = shift;
+open(my $fh, '+<', $path) or die "open: $!";
+my $g = lock_range($fh, LOCK_EX, 0, 10) or die "lock_range: $!";
+my $by_path = lock_range($path, LOCK_SH, 100, 10) or die "lock_range: $!";
+print join(' ', $g->is_locked ? 1 : 0, $by_path->is_locked ? 1 : 0,
+    lockf_probe($path, LOCK_EX, 0, 10)), "\n";
+close $fh;    # POSIX: drops every classic lock of the process on the file
+print join(' ', $g->is_locked ? 1 : 0, $by_path->is_locked ? 1 : 0,
+    lockf_probe($path, LOCK_EX, 0, 10), lockf_probe($path, LOCK_EX, 100, 10)), "\n";
+PERL
+    local $ENV{FILE_LOCKER_NO_OFD} = 1;
+    open(my $run, '-|', $^X, (map { "-I$_" } grep { !ref } @INC), '-e', $child, $path)
+      or die "perl: $!";
+    my @lines = <$run>;
+    close $run;
+    is($lines[0], "1 1 busy\n", 'both held before the close');
+    is($lines[1], "0 0 free free\n", 'neither after it, as the kernel says');
+};
+
 done_testing;

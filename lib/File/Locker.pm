@@ -469,9 +469,14 @@ fails with C<EDEADLK>, one with a timeout waits for another thread). No
 File::Locker call closes a descriptor while the process holds classic locks
 on that file, since closing it would drop them: such descriptors are kept
 idle and reused by later calls on the same file, so there are never more of
-them than guards alive at once on it. A descriptor that I<your> code closes
-still drops the process's classic locks on that file -- your own handle
-given to C<lock_range> included -- the kernel gives no way around that.
+them than guards alive at once on it -- with one exception: a handle from a
+guard's C<fh> that your code still holds when the guard goes is kept, with
+the guard's descriptor, until the process holds no classic locks on the
+file, since that handle shares the guard's open file description. A
+descriptor that I<your> code closes still drops the process's classic
+locks on that file -- your own handle given to C<lock_range> included --
+the kernel gives no way around that; C<is_locked> then says so (it reads
+the process's locks in F</proc/locks>).
 C<FILE_LOCKER_NO_OFD> is read with Perl's idea of truth: unset, empty and
 C<0> are false, anything else (C<0.0> too) is true.
 
