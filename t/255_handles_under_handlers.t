@@ -120,6 +120,25 @@ subtest 'upgrade survives a handler that drops the last reference to the guard' 
     is(probe($path, LOCK_SH), 1, 'and the guard went at the end of the statement');
 };
 
+# A path object, as path modules make them: a string when asked.
+package PathObject {
+    use overload '""' => sub { ${ $_[0] } }, fallback => 1;
+    sub new { my ($class, $path) = @_; return bless \$path, $class }
+}
+
+package main;
+
+subtest 'a PATH may be an object that stringifies' => sub {
+    my $path = scratch_file();
+    my $g = lock_file(PathObject->new($path), LOCK_EX);
+    ok($g, 'lock_file took it') or diag("\$! = $!");
+    is($g && $g->path, $path, 'path is the string');
+    is(probe($path, LOCK_SH), 0, 'and the file it names is locked');
+    undef $g;
+    ok(!eval { lock_file(bless({}, 'NoString'), LOCK_EX); 1 }, 'an object without "" still croaks');
+    like($@, qr/PATH or FH expected, not a HASH reference/, 'as before');
+};
+
 subtest 'classic locks: is_locked says so when your close dropped them' => sub {
     my $path = scratch_file();
     # A process of its own: the lock kind is chosen when the module loads.

@@ -391,9 +391,15 @@ lock_target(pTHX_ SV *arg, const char *func)
     }
     if (!SvOK(arg))
         Perl_croak(aTHX_ "%s: PATH or FH is undefined", func);
-    if (SvROK(arg))
-        Perl_croak(aTHX_ "%s: PATH or FH expected, not a %s reference", func,
-                   sv_reftype(SvRV(arg), 0));
+    if (SvROK(arg)) {
+        /* An object that says what it is as a string (a path object), as
+         * core's open takes it. */
+        SV *const str = SvAMAGIC(arg) ? AMG_CALLunary(arg, string_amg) : NULL;
+        if (!str || SvROK(str))
+            Perl_croak(aTHX_ "%s: PATH or FH expected, not a %s reference", func,
+                       sv_reftype(SvRV(arg), 0));
+        arg = str;
+    }
     STRLEN len;
     const char *pv = SvPV_nomg_const(arg, len);
     if (len == 0)

@@ -298,7 +298,8 @@ L</GUARDS> object, or undef with C<$!> set: C<EWOULDBLOCK> (busy, with
 C<LOCK_NB> or C<< timeout => 0 >>), C<ETIMEDOUT>, C<ENOLCK> (a timed wait
 whose timer cannot be armed, see L</flock(FH, OPERATION [, TIMEOUT])>),
 C<ENXIO> (a FIFO or a socket at PATH, see below), or the error of opening
-PATH.
+PATH. PATH may be an object that overloads C<""> (a path object), as
+C<open> takes it; FH is a glob, a glob reference or an IO object.
 
 MODE is C<LOCK_SH> or C<LOCK_EX>, optionally or-ed with C<LOCK_NB>, and
 exactly that integer: anything else (C<2.5> included) croaks.
