@@ -45,16 +45,12 @@ std::map<Signature, std::set<pid_t>> ScanDescriptors(
     const std::set<Signature>& wanted) {
   std::map<Signature, std::set<pid_t>> found;
   proc.ForEachFdinfo([&](pid_t pid, const std::string& fdinfo) {
-    std::istringstream in(fdinfo);
-    std::string text;
-    while (std::getline(in, text)) {
-      if (text.compare(0, 5, "lock:") != 0) continue;
-      LockLine line;
-      if (!ParseLockLine(text.substr(5), &line) || line.waiting) continue;
-      if (line.dev_major != major || line.dev_minor != minor || line.ino != ino) continue;
+    ForEachLockLine(fdinfo, "lock:", [&](const LockLine& line) {
+      if (line.waiting) return;
+      if (line.dev_major != major || line.dev_minor != minor || line.ino != ino) return;
       const Signature signature = SignatureOf(line);
       if (wanted.count(signature)) found[signature].insert(pid);
-    }
+    });
   });
   return found;
 }
@@ -257,6 +253,17 @@ bool ParseLockLine(const std::string& text, LockLine* out) {
   return true;
 }
 
+void ForEachLockLine(const std::string& text, const std::string& prefix,
+                     const std::function<void(const LockLine&)>& fn) {
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.compare(0, prefix.size(), prefix) != 0) continue;
+    LockLine lock;
+    if (ParseLockLine(line.substr(prefix.size()), &lock) && !lock.kind.empty()) fn(lock);
+  }
+}
+
 const ProcSource& LiveProc() {
   static const LiveProcSource live;
   return live;
@@ -278,18 +285,16 @@ Status ListHolders(const ProcSource& proc, dev_t dev, ino_t ino, std::vector<Hol
   out->clear();
   std::string text;
   if (const int err = proc.ReadLocks(&text)) return Status::Error(err);
-  std::istringstream locks(text);
   const unsigned major = ::major(dev), minor = ::minor(dev);
 
   std::vector<LockLine> lines;
   std::set<Signature> shared;  // flock and OFD locks: find their holders
-  while (std::getline(locks, text)) {
-    LockLine line;
-    if (!ParseLockLine(text, &line) || line.waiting || line.kind.empty()) continue;
-    if (line.dev_major != major || line.dev_minor != minor || line.ino != ino) continue;
+  ForEachLockLine(text, "", [&](const LockLine& line) {
+    if (line.waiting) return;
+    if (line.dev_major != major || line.dev_minor != minor || line.ino != ino) return;
     lines.push_back(line);
     if (line.kind != "posix") shared.insert(SignatureOf(line));
-  }
+  });
   const auto holders = shared.empty() ? std::map<Signature, std::set<pid_t>>()
                                       : ScanDescriptors(proc, major, minor, ino, shared);
 
@@ -327,12 +332,10 @@ Status ListWaiters(dev_t dev, ino_t ino, std::vector<Holder>* out) {
 Status ListWaiters(const ProcSource& proc, dev_t dev, ino_t ino, std::vector<Holder>* out) {
   std::string text;
   if (const int err = proc.ReadLocks(&text)) return Status::Error(err);
-  std::istringstream locks(text);
   const unsigned major = ::major(dev), minor = ::minor(dev);
-  while (std::getline(locks, text)) {
-    LockLine line;
-    if (!ParseLockLine(text, &line) || !line.waiting || line.kind.empty()) continue;
-    if (line.dev_major != major || line.dev_minor != minor || line.ino != ino) continue;
+  ForEachLockLine(text, "", [&](const LockLine& line) {
+    if (!line.waiting) return;
+    if (line.dev_major != major || line.dev_minor != minor || line.ino != ino) return;
     Holder waiter;
     // OFD requests show pid -1; other pids are of live, blocked processes.
     waiter.pid = line.pid > 0 ? line.pid : -1;
@@ -343,7 +346,7 @@ Status ListWaiters(const ProcSource& proc, dev_t dev, ino_t ino, std::vector<Hol
     waiter.waiting = true;
     if (waiter.pid > 0) waiter.command = CommandFromCmdline(proc.Cmdline(waiter.pid));
     out->push_back(waiter);
-  }
+  });
   return Status::Ok();
 }
 

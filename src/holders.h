@@ -41,6 +41,12 @@ struct LockLine {
 // Parses one line; false if it is not a lock line.
 bool ParseLockLine(const std::string& line, LockLine* out);
 
+// Calls fn with each lock line of text -- /proc/locks, or with prefix
+// "lock:" the lock lines of a /proc/PID/fdinfo -- waiters included, lines
+// of kinds Holder does not report left out.
+void ForEachLockLine(const std::string& text, const std::string& prefix,
+                     const std::function<void(const LockLine&)>& fn);
+
 // What ListHolders and ListWaiters read from /proc, behind one interface so
 // that recorded text can stand in for a live system (the engine's tests feed
 // it samples). LiveProc() reads the real files; it is stateless and safe to

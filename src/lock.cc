@@ -94,22 +94,6 @@ bool ReadProcFile(const char* name, std::string* text) {
   return true;
 }
 
-// Calls fn(LockLine) for each lock line of text (after prefix, where lines
-// have one), waiters left out.
-template <typename Fn>
-void ForEachLock(const std::string& text, const std::string& prefix, Fn&& fn) {
-  size_t at = 0;
-  while (at < text.size()) {
-    size_t eol = text.find('\n', at);
-    if (eol == std::string::npos) eol = text.size();
-    const std::string line = text.substr(at, eol - at);
-    at = eol + 1;
-    if (line.compare(0, prefix.size(), prefix) != 0) continue;
-    LockLine lock;
-    if (ParseLockLine(line.substr(prefix.size()), &lock) && !lock.waiting) fn(lock);
-  }
-}
-
 }  // namespace
 
 bool Lock::KernelHolds() const {
@@ -127,11 +111,11 @@ bool Lock::KernelHolds() const {
     // Classic locks belong to the process, merged across its descriptors:
     // /proc/locks has them by pid and inode.
     std::string text;
-    if (!ReadProcFile("/proc/locks", &text)) return true;  // the record stands
+    if (LiveProc().ReadLocks(&text) != 0) return true;  // the record stands
     const InodeKey file = inode();
     const pid_t pid = CurrentPid();
-    ForEachLock(text, "", [&](const LockLine& lock) {
-      if (lock.kind == "posix" && lock.pid == pid && lock.ino == file.ino &&
+    ForEachLockLine(text, "", [&](const LockLine& lock) {
+      if (lock.kind == "posix" && !lock.waiting && lock.pid == pid && lock.ino == file.ino &&
           lock.dev_major == major(file.dev) && lock.dev_minor == minor(file.dev)) {
         take(lock);
       }
@@ -143,8 +127,8 @@ bool Lock::KernelHolds() const {
     ::snprintf(name, sizeof name, "/proc/self/fdinfo/%d", desc_->fd.get());
     std::string text;
     if (!ReadProcFile(name, &text)) return true;
-    ForEachLock(text, "lock:", [&](const LockLine& lock) {
-      if (lock.kind == (whole_ ? "flock" : "ofd")) take(lock);
+    ForEachLockLine(text, "lock:", [&](const LockLine& lock) {
+      if (!lock.waiting && lock.kind == (whole_ ? "flock" : "ofd")) take(lock);
     });
   }
   if (whole_) return any;
