@@ -367,7 +367,9 @@ range_arguments(pTHX_ SV *offset, SV *length, const char *func)
 struct LockTarget {
     bool by_handle = false;
     Handle handle;     /* the handle, as resolved once */
-    SV *keep = NULL;   /* a mortal reference to it: it outlives any handler */
+    SV *owner = NULL;  /* its glob or IO (handle_owner) */
+    SV *keep = NULL;   /* a mortal reference to owner, made before Perl code
+                        * runs (hold_target): owner then outlives it */
     PerlIO *fp = NULL; /* the handle's stream, if open */
     int fd = -1;       /* its descriptor: -1 when not open */
     SV *path = NULL;   /* a mortal copy of PATH, which handlers cannot change */
@@ -383,8 +385,7 @@ lock_target(pTHX_ SV *arg, const char *func)
     SvGETMAGIC(arg); /* once: a tied or magical argument is fetched once */
     if (as_handle(arg, &target.handle)) {
         target.by_handle = true;
-        if (SV *const owner = handle_owner(&target.handle))
-            target.keep = sv_2mortal(newRV_inc(owner));
+        target.owner = handle_owner(&target.handle);
         target.fp = handle_stream(target.handle);
         target.fd = target.fp ? PerlIO_fileno(target.fp) : -1;
         return target;
@@ -568,15 +569,16 @@ flock_call(pTHX_ SV *fh, SV *operation, SV *timeout)
      * has then (a handler may have closed or reopened it), which the
      * handle, kept alive meanwhile, is asked for again. */
     const bool resumes = !deadline.is_never();
-    Handle resolved = target.handle;
-    if (resumes && fp)
-        sv_2mortal(SvREFCNT_inc_simple_NN(handle_owner(&resolved)));
-    bool again = false;
+    Handle resolved; /* set, and kept alive, once handlers are to run */
     return until_not_interrupted(aTHX_ resumes, [&] {
-               if (again && fp)
+               if (resolved.gv || resolved.io)
                    fd = handle_fd_now(aTHX_ resolved);
-               again = true;
-               return locker::Flock(fd, op, deadline);
+               const locker::Status status = locker::Flock(fd, op, deadline);
+               if (status.err() == EINTR && resumes && fp && !resolved.gv && !resolved.io) {
+                   resolved = target.handle;
+                   sv_2mortal(SvREFCNT_inc_simple_NN(handle_owner(&resolved)));
+               }
+               return status;
            }).ok();
 }
 
@@ -698,6 +700,25 @@ new_object(pTHX_ Object *object, const MGVTBL *vtbl, HV *stash)
     return sv_bless(sv_2mortal(newRV_noinc(referent)), stash);
 }
 
+/* Makes the handle of target outlive the statement, before Perl code that
+ * could drop it runs: a layer's flush, or signal handlers during a wait. */
+void
+hold_target(pTHX_ LockTarget *target)
+{
+    if (target->owner && !target->keep)
+        target->keep = sv_2mortal(newRV_inc(target->owner));
+}
+
+/* Flushes target's handle before it is locked, if anything is buffered. */
+void
+flush_target(pTHX_ LockTarget *target)
+{
+    if (nothing_buffered(target->fp))
+        return;
+    hold_target(aTHX_ target);
+    (void)PerlIO_flush(target->fp);
+}
+
 /* What a guard or waiter remembers of the call that made it. */
 struct Origin {
     PerlInterpreter *owner = nullptr; /* the interpreter (ithread) that asked */
@@ -710,7 +731,9 @@ struct Origin {
     Origin() = default;
     Origin(pTHX_ const LockTarget &target, const ByteRange &range)
         : owner(aTHX),
-          handle(target.keep ? SvREFCNT_inc_simple_NN(target.keep) : nullptr),
+          handle(target.keep ? SvREFCNT_inc_simple_NN(target.keep)
+                 : target.owner ? newRV_inc(target.owner)
+                                : nullptr),
           borrowed(target.by_handle), path_utf8(target.path && SvUTF8(target.path)),
           offset((IV)range.start), length((IV)range.length)
     {
@@ -738,13 +761,23 @@ guard_is_ours(pTHX_ const Guard *guard)
     return guard->owner == aTHX && guard->lock.InOwnerProcess();
 }
 
+/* The stream of the guard's Perl handle when it holds something to flush,
+ * else NULL. */
+PerlIO *
+buffered_stream(pTHX_ Guard *guard)
+{
+    PerlIO *fp;
+    if (!guard->handle || handle_fd(aTHX_ guard->handle, &fp) < 0 || nothing_buffered(fp))
+        return NULL;
+    return fp;
+}
+
 /* Flushes the guard's Perl handle, so the next holder sees what was
  * printed under the lock. */
 void
 guard_flush(pTHX_ Guard *guard)
 {
-    PerlIO *fp;
-    if (guard->handle && handle_fd(aTHX_ guard->handle, &fp) >= 0 && !nothing_buffered(fp))
+    if (PerlIO *const fp = buffered_stream(aTHX_ guard))
         (void)PerlIO_flush(fp);
 }
 
@@ -828,13 +861,19 @@ guard_free(pTHX_ SV *sv, MAGIC *mg)
         if (guard->next)
             guard->next->prev = guard->prev;
     }
+    PerlIO *const fp = !guard->lock.released() && guard_is_ours(aTHX_ guard)
+                           ? buffered_stream(aTHX_ guard)
+                           : NULL;
+    if (!fp) {
+        guard_end(aTHX_ guard);
+        return 0;
+    }
     /* The flush runs Perl's I/O layers, which may die: the rest runs from
      * the save stack, so the lock is let go of and the guard freed even
      * then. */
     ENTER;
     SAVEDESTRUCTOR_X(guard_end, guard);
-    if (!guard->lock.released() && guard_is_ours(aTHX_ guard))
-        guard_flush(aTHX_ guard);
+    (void)PerlIO_flush(fp);
     LEAVE;
     return 0;
 }
@@ -872,7 +911,7 @@ acquire(pTHX_ locker::Lock *lock, const LockTarget &target, int mode, const Byte
  * on through Perl's signal handlers until the lock or the deadline, unless
  * one dies. A mortal guard, or NULL with errno set. */
 SV *
-take_lock(pTHX_ const LockTarget &target, int mode, const ByteRange &range,
+take_lock(pTHX_ LockTarget &target, int mode, const ByteRange &range,
           const Options &options)
 {
     if (target.by_handle) {
@@ -880,7 +919,7 @@ take_lock(pTHX_ const LockTarget &target, int mode, const ByteRange &range,
             errno = EBADF;
             return NULL;
         }
-        (void)PerlIO_flush(target.fp);
+        flush_target(aTHX_ &target);
     }
     Guard *granted = NULL;
     const locker::Status status = until_not_interrupted(aTHX_ true, [&] {
@@ -889,6 +928,8 @@ take_lock(pTHX_ const LockTarget &target, int mode, const ByteRange &range,
         const locker::Status taken = acquire(aTHX_ &guard->lock, target, mode, range, options);
         if (taken.ok())
             granted = guard.release();
+        else if (taken.err() == EINTR)
+            hold_target(aTHX_ &target); /* handlers run next */
         return taken;
     });
     if (!status.ok())
@@ -951,7 +992,7 @@ waiter_free(pTHX_ SV *sv, MAGIC *mg)
 /* Starts an asynchronous lock_file (range.whole) or lock_range. A mortal
  * waiter, or NULL with errno set. */
 SV *
-start_wait(pTHX_ const LockTarget &target, int mode, const ByteRange &range,
+start_wait(pTHX_ LockTarget &target, int mode, const ByteRange &range,
            const Options &options)
 {
     if (target.by_handle) {
@@ -959,7 +1000,7 @@ start_wait(pTHX_ const LockTarget &target, int mode, const ByteRange &range,
             errno = EBADF;
             return NULL;
         }
-        (void)PerlIO_flush(target.fp);
+        flush_target(aTHX_ &target);
     }
     AsyncWait *started = NULL;
     {
@@ -1070,7 +1111,7 @@ lock_file(target, mode, ...)
     const char *const func = ix ? "lock_file_async" : "lock_file";
     const int lock = lock_mode(aTHX_ mode, func);
     const Options options = parse_options(aTHX_ &ST(2), items - 2, func, kLockOptions);
-    const LockTarget where = lock_target(aTHX_ target, func);
+    LockTarget where = lock_target(aTHX_ target, func);
     check_path_options(aTHX_ where, options, func);
     SV *const result = ix ? start_wait(aTHX_ where, lock, ByteRange(), options)
                           : take_lock(aTHX_ where, lock, ByteRange(), options);
@@ -1090,7 +1131,7 @@ lock_range(target, mode, offset, length, ...)
     const int lock = lock_mode(aTHX_ mode, func);
     const ByteRange range = range_arguments(aTHX_ offset, length, func);
     const Options options = parse_options(aTHX_ &ST(4), items - 4, func, kLockOptions);
-    const LockTarget where = lock_target(aTHX_ target, func);
+    LockTarget where = lock_target(aTHX_ target, func);
     check_path_options(aTHX_ where, options, func);
     SV *const result = ix ? start_wait(aTHX_ where, lock, range, options)
                           : take_lock(aTHX_ where, lock, range, options);
